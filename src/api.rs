@@ -1,0 +1,414 @@
+//! The handler contract shared by every transport: [`Handler`] receives a
+//! [`Request`] (params, a streaming [`Body`]) and writes a CGI-style
+//! answer to a [`Response`]. FastCGI, plain CGI and the in-process
+//! `--request` runner all build these same two values, so a handler
+//! cannot tell which gateway it runs under unless it asks
+//! [`Request::transport`].
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::fcgi::record::Status;
+
+pub use crate::fcgi::record::Role;
+
+/// Serves requests. Implemented for every
+/// `Fn(&mut Request, &mut Response) -> io::Result<()>` closure that is
+/// `Send + Sync`, so a plain function is a handler.
+///
+/// The handler writes a CGI response: a header block (`Status:`,
+/// `Content-Type:`, `Location:` ..., each line ended by `\r\n` or `\n`),
+/// an empty line, then the body. Returning an error before anything was
+/// written makes the server answer `500 Internal Server Error`; after
+/// that the error is only logged (the client already has a status line).
+pub trait Handler: Send + Sync + 'static {
+    /// Serves one request.
+    fn handle(&self, req: &mut Request, resp: &mut Response) -> io::Result<()>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&mut Request, &mut Response) -> io::Result<()>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn handle(&self, req: &mut Request, resp: &mut Response) -> io::Result<()> {
+        self(req, resp)
+    }
+}
+
+/// How the request reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A FastCGI connection from a web server.
+    FastCgi,
+    /// A CGI/1.1 invocation: environment variables and stdin.
+    Cgi,
+    /// Built in process by `--request` (a hand test).
+    Local,
+}
+
+/// A name-value pair as received, as bytes.
+pub type Param = (Vec<u8>, Vec<u8>);
+
+/// One request: its params (CGI meta-variables), role and body.
+pub struct Request {
+    params: Vec<Param>,
+    role: Role,
+    transport: Transport,
+    body: Body,
+}
+
+impl Request {
+    /// Builds a request. `params` are kept in the order received.
+    pub fn new(
+        params: Vec<Param>,
+        role: Role,
+        transport: Transport,
+        body: Body,
+    ) -> Request {
+        Request {
+            params,
+            role,
+            transport,
+            body,
+        }
+    }
+
+    /// The value of param `name`; when a name repeats, the last value wins
+    /// (as in php-fpm: nginx sends `SCRIPT_NAME` twice in some configs).
+    pub fn param(&self, name: &str) -> Option<&[u8]> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The value of param `name` as text, if and only if it is present
+    /// and valid UTF-8.
+    pub fn param_str(&self, name: &str) -> Option<&str> {
+        self.param(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every param in the order received, repeats included.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// The role the web server asked for (always `Responder` for a
+    /// request that reaches a handler).
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// How the request reached us.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The request body, read as a stream.
+    pub fn body(&mut self) -> &mut Body {
+        &mut self.body
+    }
+}
+
+/// The request body: bytes of FastCGI `STDIN` records, or CGI stdin up to
+/// `CONTENT_LENGTH`. Reading it after the client went away fails with
+/// `ConnectionAborted`.
+pub struct Body {
+    inner: Box<dyn BodySource>,
+}
+
+/// A source of body bytes; implemented by each transport.
+pub(crate) trait BodySource: Read + Send {
+    /// True if and only if the whole body has been read.
+    fn finished(&self) -> bool;
+}
+
+struct EmptyBody;
+
+impl Read for EmptyBody {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl BodySource for EmptyBody {
+    fn finished(&self) -> bool {
+        true
+    }
+}
+
+struct ReaderBody<R> {
+    inner: R,
+    done: bool,
+}
+
+impl<R: Read + Send> Read for ReaderBody<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.done = true;
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Read + Send> BodySource for ReaderBody<R> {
+    fn finished(&self) -> bool {
+        self.done
+    }
+}
+
+impl Body {
+    /// A body with no bytes.
+    pub fn empty() -> Body {
+        Body {
+            inner: Box::new(EmptyBody),
+        }
+    }
+
+    /// A body read from any reader until it ends.
+    pub fn from_reader<R: Read + Send + 'static>(r: R) -> Body {
+        Body {
+            inner: Box::new(ReaderBody {
+                inner: r,
+                done: false,
+            }),
+        }
+    }
+
+    pub(crate) fn from_source(source: Box<dyn BodySource>) -> Body {
+        Body { inner: source }
+    }
+
+    /// True if and only if the body has been read to its end.
+    pub fn is_finished(&self) -> bool {
+        self.inner.finished()
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+/// Where a response goes; implemented by each transport.
+pub(crate) trait Output: Send {
+    /// Sends stdout bytes now.
+    fn stdout(&mut self, data: &[u8]) -> io::Result<()>;
+    /// A writer for stderr that may be used from another thread.
+    fn stderr(&self) -> StderrHandle;
+}
+
+/// Writes to the request's stderr stream (FastCGI `STDERR`, which web
+/// servers put in their error log; in CGI mode our own stderr). Cheap to
+/// clone and usable from any thread.
+#[derive(Clone)]
+pub struct StderrHandle {
+    sink: Arc<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>,
+}
+
+impl StderrHandle {
+    pub(crate) fn new(
+        sink: Arc<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>,
+    ) -> StderrHandle {
+        StderrHandle { sink }
+    }
+
+    /// Sends `data` to the stderr stream now.
+    pub fn send(&self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        (self.sink)(data)
+    }
+}
+
+impl Write for StderrHandle {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes of the header block kept to log the status.
+const SNIFF: usize = 1024;
+
+/// Size at which buffered stdout is sent without waiting for a flush.
+const STDOUT_BUFFER: usize = 32 * 1024;
+
+/// The response: a CGI header block, then the body, written with `Write`.
+///
+/// Writes are buffered so that a small response leaves in one packet;
+/// [`Write::flush`] sends what is buffered at once (a progress page or
+/// a long poll calls it after each piece).
+pub struct Response {
+    out: Box<dyn Output>,
+    buf: Vec<u8>,
+    written: u64,
+    aborted: Arc<AtomicBool>,
+    /// The first bytes written, kept to log the status.
+    sniff: Vec<u8>,
+}
+
+impl Response {
+    pub(crate) fn new(out: Box<dyn Output>, aborted: Arc<AtomicBool>) -> Response {
+        Response {
+            out,
+            buf: Vec::new(),
+            written: 0,
+            aborted,
+            sniff: Vec::new(),
+        }
+    }
+
+    /// The status the header block written so far gives; None if it is
+    /// not complete or not valid.
+    pub(crate) fn status(&self) -> Option<u16> {
+        match crate::cgi::response::parse_head(&self.sniff) {
+            Ok(Status::Complete(head, _)) => Some(head.status),
+            _ => None,
+        }
+    }
+
+    /// True if and only if some stdout byte was written (buffered or
+    /// sent): from then on the status line is out of our hands.
+    pub fn is_started(&self) -> bool {
+        self.written > 0
+    }
+
+    /// True if and only if the client aborted the request or went away.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
+    }
+
+    /// A handle for the stderr stream, usable from other threads.
+    pub fn stderr(&self) -> StderrHandle {
+        self.out.stderr()
+    }
+
+    /// The shared abort flag, for code that waits on something else
+    /// (a child process) and must notice the client going away.
+    pub fn abort_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.aborted)
+    }
+
+    fn aborted_error() -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionAborted, "client aborted the request")
+    }
+
+    /// Takes what is buffered and not yet sent (used when the transport
+    /// ends the request and sends the tail with END_REQUEST).
+    pub(crate) fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+impl Write for Response {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.is_aborted() {
+            return Err(Self::aborted_error());
+        }
+        self.written += data.len() as u64;
+        if self.sniff.len() < SNIFF {
+            let n = data.len().min(SNIFF - self.sniff.len());
+            self.sniff.extend_from_slice(&data[..n]);
+        }
+        if self.buf.len() + data.len() > STDOUT_BUFFER {
+            self.flush()?;
+            if data.len() >= STDOUT_BUFFER {
+                self.out.stdout(data)?;
+                return Ok(data.len());
+            }
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.is_aborted() {
+            return Err(Self::aborted_error());
+        }
+        if !self.buf.is_empty() {
+            let r = self.out.stdout(&self.buf);
+            self.buf.clear();
+            r?;
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a request whose handler failed before writing anything.
+const ERROR_500: &[u8] = b"Status: 500 Internal Server Error\r\n\
+Content-Type: text/plain\r\n\r\n\
+500 Internal Server Error: the application failed; see the error log.\n";
+
+/// Runs `handler` on one request: a failure before any output becomes a
+/// `500`, a panic is contained to this request, and the request is logged
+/// (method, URI, status, duration). Returns the FastCGI `appStatus`: 0 if
+/// and only if the handler succeeded.
+pub(crate) fn dispatch(
+    handler: &dyn Handler,
+    req: &mut Request,
+    resp: &mut Response,
+) -> u32 {
+    let start = Instant::now();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.handle(req, resp)
+    }));
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(panic) => Some(match panic.downcast_ref::<&str>() {
+            Some(s) => format!("the handler panicked: {s}"),
+            None => match panic.downcast_ref::<String>() {
+                Some(s) => format!("the handler panicked: {s}"),
+                None => "the handler panicked".to_string(),
+            },
+        }),
+    };
+    let method = req.param_str("REQUEST_METHOD").unwrap_or("-").to_string();
+    let uri = request_uri(req);
+    if let Some(why) = &failure {
+        if resp.is_aborted() {
+            log::info!("{method} {uri}: client went away ({why})");
+        } else if !resp.is_started() {
+            log::error!("{method} {uri}: {why}; answered 500");
+            let _ = resp.write_all(ERROR_500);
+        } else {
+            log::error!("{method} {uri}: {why} (after the response began)");
+        }
+    }
+    let status = resp
+        .status()
+        .map_or_else(|| "-".to_string(), |s| s.to_string());
+    log::info!(
+        "{method} {uri} {status} {:.1}ms",
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    u32::from(failure.is_some())
+}
+
+/// The URI of a request, for log lines.
+fn request_uri(req: &Request) -> String {
+    match req.param("REQUEST_URI") {
+        Some(u) => String::from_utf8_lossy(u).into_owned(),
+        None => {
+            let part = |n| {
+                String::from_utf8_lossy(req.param(n).unwrap_or_default())
+                    .into_owned()
+            };
+            format!("{}{}", part("SCRIPT_NAME"), part("PATH_INFO"))
+        }
+    }
+}

@@ -1,0 +1,664 @@
+//! One FastCGI connection as a state machine (spec §3.5, §4, §5): reads
+//! records until a request head (BEGIN_REQUEST plus the PARAMS stream) is
+//! complete, answers management records and protocol refusals on the way,
+//! then lends the connection to a [`Body`] reader and a [`Response`]
+//! writer while the handler runs, and ends the request with exactly one
+//! END_REQUEST.
+//!
+//! It knows nothing of sockets, threads or signals: bytes come and go
+//! through a [`Wire`], which the server implements on its sockets.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::params::{self, parse_pair_head};
+use super::record::{
+    self, ProtocolStatus, RecordType, Role, Status, HEADER_LEN, MAX_CONTENT,
+    NULL_REQUEST_ID,
+};
+use crate::api::{Body, BodySource, Output, Param, Response, StderrHandle};
+use crate::error::{Error, Result};
+
+/// A byte pipe to the web server. Reads never block; waits are bounded by
+/// the implementation's I/O timeout.
+pub trait Wire: Send + Sync {
+    /// Reads what is available now; `WouldBlock` if nothing is, `Ok(0)` at
+    /// end of stream.
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Waits until reading would not block; `TimedOut` past the timeout.
+    fn wait_readable(&self) -> io::Result<()>;
+    /// Writes all of `buf`, waiting for room; `TimedOut` past the timeout.
+    fn write_all(&self, buf: &[u8]) -> io::Result<()>;
+    /// Shuts down our sending direction (a lingering close).
+    fn shutdown_write(&self);
+}
+
+/// Bounds on the PARAMS stream, checked before anything is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Total bytes of the PARAMS stream.
+    pub params_bytes: usize,
+    /// Number of name-value pairs.
+    pub params_count: usize,
+    /// Length of one name.
+    pub name_len: usize,
+    /// Length of one value.
+    pub value_len: usize,
+}
+
+impl Default for Limits {
+    /// 1 MiB of params in at most 4096 pairs, names up to 8 KiB: far above
+    /// what nginx, Apache or lighttpd send (a few KiB), far below what
+    /// could hurt the machine.
+    fn default() -> Limits {
+        Limits {
+            params_bytes: 1 << 20,
+            params_count: 4096,
+            name_len: 8 << 10,
+            value_len: 1 << 20,
+        }
+    }
+}
+
+/// What FCGI_GET_VALUES reports (spec §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// `FCGI_MAX_CONNS`: connections we keep open at once.
+    pub max_conns: usize,
+    /// `FCGI_MAX_REQS`: requests we accept at once (one per connection).
+    pub max_reqs: usize,
+}
+
+/// Room for the largest record: header, 65535 content and 255 padding.
+const RECORD_ROOM: usize = HEADER_LEN + MAX_CONTENT + 255;
+
+/// Bytes received and not yet parsed.
+struct Rx {
+    buf: Vec<u8>,
+    start: usize,
+    eof: bool,
+}
+
+impl Rx {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads what the wire has now. Ok(false) if nothing was available.
+    fn fill_now(&mut self, wire: &dyn Wire) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.start > 0 && self.buf.len() + 4096 > RECORD_ROOM {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let old = self.buf.len();
+        let room = RECORD_ROOM.saturating_sub(old).max(4096);
+        self.buf.resize(old + room, 0);
+        let r = wire.read_now(&mut self.buf[old..]);
+        let n = *r.as_ref().unwrap_or(&0);
+        self.buf.truncate(old + n);
+        match r {
+            Ok(0) => {
+                self.eof = true;
+                Ok(true)
+            }
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads, waiting for bytes if none are there yet.
+    fn fill_wait(&mut self, wire: &dyn Wire) -> io::Result<()> {
+        while !self.fill_now(wire)? {
+            wire.wait_readable()?;
+        }
+        Ok(())
+    }
+
+    /// Frees the buffer of an idle connection.
+    fn shrink(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+}
+
+/// Sends records; one lock so that replies sent by the body reader and
+/// output sent by the handler never interleave inside a record.
+struct Tx {
+    wire: Arc<dyn Wire>,
+    lock: Mutex<()>,
+}
+
+impl Tx {
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let _guard = lock(&self.lock);
+        self.wire.write_all(bytes)
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data guarded here stays
+/// consistent whatever a panicking handler did.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The head of a request: everything before its body.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// The request id.
+    pub id: u16,
+    /// True if and only if the server asked us to keep the connection.
+    pub keep_conn: bool,
+    /// The params in the order received.
+    pub params: Vec<Param>,
+}
+
+/// A request head being received.
+struct Pending {
+    id: u16,
+    role: Role,
+    keep_conn: bool,
+    raw: Vec<u8>,
+    parsed: usize,
+    params: Vec<Param>,
+}
+
+/// What [`Conn::advance`] found.
+#[derive(Debug)]
+pub enum Progress {
+    /// A request head is complete: run it with [`Conn::run`].
+    Request(RequestHead),
+    /// Nothing more can be done until more bytes arrive.
+    NeedMore,
+    /// The connection is over (the peer closed it between requests, or we
+    /// refused a request on a connection not to be kept).
+    Done,
+}
+
+/// One connection's protocol state.
+pub struct Conn {
+    wire: Arc<dyn Wire>,
+    tx: Arc<Tx>,
+    rx: Arc<Mutex<Rx>>,
+    pending: Option<Pending>,
+    limits: Limits,
+    capacity: Capacity,
+}
+
+impl Conn {
+    /// A new connection over `wire`.
+    pub fn new(wire: Arc<dyn Wire>, limits: Limits, capacity: Capacity) -> Conn {
+        Conn {
+            tx: Arc::new(Tx {
+                wire: Arc::clone(&wire),
+                lock: Mutex::new(()),
+            }),
+            wire,
+            rx: Arc::new(Mutex::new(Rx {
+                buf: Vec::new(),
+                start: 0,
+                eof: false,
+            })),
+            pending: None,
+            limits,
+            capacity,
+        }
+    }
+
+    /// True if and only if part of a request has arrived and the rest has
+    /// not: the time a client may take here is bounded.
+    pub fn mid_request(&self) -> bool {
+        self.pending.is_some() || !lock(&self.rx).pending().is_empty()
+    }
+
+    /// Frees buffers while the connection is idle.
+    pub fn shrink(&mut self) {
+        lock(&self.rx).shrink();
+    }
+
+    /// Processes buffered bytes and whatever the wire has now, without
+    /// waiting, until a request head is complete or more bytes are needed.
+    pub fn advance(&mut self) -> Result<Progress> {
+        let rx = Arc::clone(&self.rx);
+        let mut rx = lock(&rx);
+        loop {
+            if let Some(p) = self.step(&mut rx)? {
+                return Ok(p);
+            }
+            let got = rx
+                .fill_now(&*self.wire)
+                .map_err(|e| Error::io("reading from the web server", e))?;
+            if rx.eof && rx.pending().is_empty() {
+                return match self.pending {
+                    None => Ok(Progress::Done),
+                    Some(_) => Err(Error::protocol(
+                        "connection closed before the request head was complete",
+                    )),
+                };
+            }
+            if rx.eof {
+                if let Status::Partial = record::parse_record(rx.pending())? {
+                    return Err(Error::protocol(format!(
+                        "connection closed in the middle of a record ({} bytes of it received)",
+                        rx.pending().len()
+                    )));
+                }
+            }
+            if !got {
+                return Ok(Progress::NeedMore);
+            }
+        }
+    }
+
+    /// Handles the records in the buffer; Some when there is news.
+    fn step(&mut self, rx: &mut Rx) -> Result<Option<Progress>> {
+        loop {
+            let (rtype, id, used, content) = match record::parse_record(rx.pending())? {
+                Status::Complete(r, used) => (r.rtype, r.request_id, used, r.content.to_vec()),
+                Status::Partial => return Ok(None),
+            };
+            rx.consume(used);
+            if let Some(p) = self.on_record(rtype, id, &content)? {
+                return Ok(Some(p));
+            }
+        }
+    }
+
+    fn on_record(&mut self, rtype: RecordType, id: u16, content: &[u8]) -> Result<Option<Progress>> {
+        let active = self.pending.as_ref().map(|p| p.id);
+        match rtype {
+            RecordType::BeginRequest if id == NULL_REQUEST_ID => Err(Error::protocol(
+                "BEGIN_REQUEST with request id 0 (reserved for management records)",
+            )),
+            RecordType::BeginRequest => {
+                let begin = record::parse_begin_request(content)?;
+                if let Some(active) = active {
+                    if active != id {
+                        self.end_request(id, ProtocolStatus::CantMpxConn)?;
+                    }
+                    return Ok(None);
+                }
+                if begin.role != Role::Responder {
+                    log::warn!("refusing role {:?} of request {id}: only the responder role is served", begin.role);
+                    self.end_request(id, ProtocolStatus::UnknownRole)?;
+                    return Ok((!begin.keep_conn).then_some(Progress::Done));
+                }
+                self.pending = Some(Pending {
+                    id,
+                    role: begin.role,
+                    keep_conn: begin.keep_conn,
+                    raw: Vec::new(),
+                    parsed: 0,
+                    params: Vec::new(),
+                });
+                Ok(None)
+            }
+            _ if id == NULL_REQUEST_ID => {
+                self.on_management(rtype, content)?;
+                Ok(None)
+            }
+            RecordType::Params if active == Some(id) => {
+                let done = content.is_empty();
+                self.add_params(content)?;
+                if !done {
+                    return Ok(None);
+                }
+                let p = self.pending.take().expect("active request");
+                if p.parsed != p.raw.len() {
+                    return Err(Error::protocol(format!(
+                        "PARAMS stream ends inside a name-value pair ({} bytes left over)",
+                        p.raw.len() - p.parsed
+                    )));
+                }
+                let _ = p.role;
+                Ok(Some(Progress::Request(RequestHead {
+                    id: p.id,
+                    keep_conn: p.keep_conn,
+                    params: p.params,
+                })))
+            }
+            RecordType::Stdin if active == Some(id) => Err(Error::protocol(
+                "STDIN record before the PARAMS stream ended",
+            )),
+            RecordType::AbortRequest if active == Some(id) => {
+                let keep = self.pending.take().is_some_and(|p| p.keep_conn);
+                self.end_request(id, ProtocolStatus::RequestComplete)?;
+                Ok((!keep).then_some(Progress::Done))
+            }
+            RecordType::Other(_)
+            | RecordType::EndRequest
+            | RecordType::Stdout
+            | RecordType::Stderr
+            | RecordType::GetValuesResult
+            | RecordType::UnknownType => {
+                self.send_unknown_type(rtype)?;
+                Ok(None)
+            }
+            // Records of a request we are not serving: the spec (§3.3) says
+            // to ignore them. This is where the rest of an unread body of a
+            // finished request goes.
+            _ => Ok(None),
+        }
+    }
+
+    fn on_management(&self, rtype: RecordType, content: &[u8]) -> Result<()> {
+        reply_management(&self.tx, rtype, content, self.capacity)
+    }
+
+    fn send_unknown_type(&self, rtype: RecordType) -> Result<()> {
+        let mut out = Vec::with_capacity(16);
+        record::push_unknown_type(&mut out, rtype.as_u8());
+        self.tx
+            .send(&out)
+            .map_err(|e| Error::io("writing UNKNOWN_TYPE", e))
+    }
+
+    fn end_request(&self, id: u16, status: ProtocolStatus) -> Result<()> {
+        let mut out = Vec::with_capacity(16);
+        record::push_end_request(&mut out, id, 0, status);
+        self.tx
+            .send(&out)
+            .map_err(|e| Error::io("writing END_REQUEST", e))
+    }
+
+    /// Appends PARAMS content and parses every pair now complete; checks
+    /// each limit before the bytes or the pair are stored.
+    fn add_params(&mut self, content: &[u8]) -> Result<()> {
+        let limits = self.limits;
+        let p = self.pending.as_mut().expect("active request");
+        if p.raw.len() + content.len() > limits.params_bytes {
+            return Err(Error::protocol(format!(
+                "PARAMS stream longer than the limit of {} bytes",
+                limits.params_bytes
+            )));
+        }
+        p.raw.extend_from_slice(content);
+        loop {
+            let rest = &p.raw[p.parsed..];
+            if rest.is_empty() {
+                return Ok(());
+            }
+            let Status::Complete((name_len, value_len), head) = parse_pair_head(rest) else {
+                return Ok(());
+            };
+            if name_len as usize > limits.name_len || value_len as usize > limits.value_len {
+                return Err(Error::protocol(format!(
+                    "name-value pair with a {name_len}-byte name and a {value_len}-byte value (limits: {} and {})",
+                    limits.name_len, limits.value_len
+                )));
+            }
+            if p.params.len() >= limits.params_count {
+                return Err(Error::protocol(format!(
+                    "more than {} params",
+                    limits.params_count
+                )));
+            }
+            let Status::Complete((name, value), used) = params::parse_pair(rest) else {
+                return Ok(());
+            };
+            debug_assert!(used >= head);
+            p.params.push((name.to_vec(), value.to_vec()));
+            p.parsed += used;
+        }
+    }
+
+    /// Runs the handler-facing part of a request: builds the body reader
+    /// and the response writer over this connection, calls `serve`, and
+    /// ends the request with exactly one END_REQUEST. Returns true if and
+    /// only if the connection may serve another request.
+    pub fn run(
+        &mut self,
+        head: RequestHead,
+        serve: impl FnOnce(&mut crate::api::Request, &mut Response) -> u32,
+    ) -> bool {
+        let aborted = Arc::new(AtomicBool::new(false));
+        let body = FcgiBody {
+            rx: Arc::clone(&self.rx),
+            wire: Arc::clone(&self.wire),
+            tx: Arc::clone(&self.tx),
+            id: head.id,
+            window: None,
+            done: false,
+            aborted: Arc::clone(&aborted),
+            capacity: self.capacity,
+        };
+        let stderr_used = Arc::new(AtomicBool::new(false));
+        let out = FcgiOut {
+            tx: Arc::clone(&self.tx),
+            id: head.id,
+            stderr_used: Arc::clone(&stderr_used),
+        };
+        let mut req = crate::api::Request::new(
+            head.params,
+            Role::Responder,
+            crate::api::Transport::FastCgi,
+            Body::from_source(Box::new(body)),
+        );
+        let mut resp = Response::new(Box::new(out), Arc::clone(&aborted));
+        let app_status = serve(&mut req, &mut resp);
+        let body_finished =
+            req.body().is_finished() || self.body_end_buffered(head.id);
+        let tail = resp.take_buffered();
+        let mut out = Vec::with_capacity(tail.len() + 48);
+        let was_aborted = aborted.load(Ordering::Relaxed);
+        if !was_aborted {
+            record::push_stream(&mut out, RecordType::Stdout, head.id, &tail);
+            record::push_end_of_stream(&mut out, RecordType::Stdout, head.id);
+            if stderr_used.load(Ordering::Relaxed) {
+                record::push_end_of_stream(&mut out, RecordType::Stderr, head.id);
+            }
+        }
+        record::push_end_request(&mut out, head.id, app_status, ProtocolStatus::RequestComplete);
+        if let Err(e) = self.tx.send(&out) {
+            // Some servers read the END_REQUEST header and close at once
+            // (DESIGN §11): a failure here is routine, not an alarm.
+            log::debug!("request {}: sending the end of the response: {e}", head.id);
+            return false;
+        }
+        if was_aborted {
+            return false;
+        }
+        if !head.keep_conn {
+            if !body_finished {
+                self.linger();
+            }
+            return false;
+        }
+        true
+    }
+
+    /// True if and only if the rest of request `id`'s body is already in
+    /// the receive buffer (the usual case for a handler that ignores an
+    /// empty body), so closing needs no lingering.
+    fn body_end_buffered(&self, id: u16) -> bool {
+        let rx = lock(&self.rx);
+        let mut rest = rx.pending();
+        while let Ok(Status::Complete(r, used)) = record::parse_record(rest) {
+            if r.rtype == RecordType::Stdin && r.request_id == id && r.content.is_empty() {
+                return true;
+            }
+            rest = &rest[used..];
+        }
+        false
+    }
+
+    /// Before closing with unread request bytes, stops sending and reads
+    /// until the peer closes, so the kernel does not answer those bytes
+    /// with a reset that could destroy the response in flight.
+    fn linger(&self) {
+        self.wire.shutdown_write();
+        let mut rx = lock(&self.rx);
+        let mut discarded = 0usize;
+        while discarded < LINGER_BYTES {
+            rx.buf.clear();
+            rx.start = 0;
+            if rx.fill_wait(&*self.wire).is_err() || rx.eof {
+                return;
+            }
+            discarded += rx.buf.len();
+        }
+    }
+}
+
+/// Most unread body bytes read and dropped before a close.
+const LINGER_BYTES: usize = 16 << 20;
+
+/// Answers a management record (request id 0): GET_VALUES gets the values
+/// asked for that we know, anything else UNKNOWN_TYPE (spec §4).
+fn reply_management(tx: &Tx, rtype: RecordType, content: &[u8], cap: Capacity) -> Result<()> {
+    let mut out = Vec::new();
+    if rtype == RecordType::GetValues {
+        let mut body = Vec::new();
+        for pair in params::Pairs::new(content) {
+            let (name, _) = pair?;
+            let value = match name {
+                b"FCGI_MAX_CONNS" => cap.max_conns.to_string(),
+                b"FCGI_MAX_REQS" => cap.max_reqs.to_string(),
+                b"FCGI_MPXS_CONNS" => "0".to_string(),
+                _ => continue,
+            };
+            params::push_pair(&mut body, name, value.as_bytes());
+        }
+        record::push_record(&mut out, RecordType::GetValuesResult, NULL_REQUEST_ID, &body);
+    } else {
+        record::push_unknown_type(&mut out, rtype.as_u8());
+    }
+    tx.send(&out).map_err(|e| Error::io("writing a management reply", e))
+}
+
+/// The request body as the handler reads it: STDIN records of our
+/// request; other records met on the way are answered or ignored as
+/// while waiting for a request head.
+struct FcgiBody {
+    rx: Arc<Mutex<Rx>>,
+    wire: Arc<dyn Wire>,
+    tx: Arc<Tx>,
+    id: u16,
+    /// Unread part of the current STDIN record's content: the content was
+    /// copied out of the receive buffer so the record could be consumed.
+    window: Option<(Vec<u8>, usize)>,
+    done: bool,
+    aborted: Arc<AtomicBool>,
+    capacity: Capacity,
+}
+
+impl FcgiBody {
+    fn abort(&self, why: &str) -> io::Error {
+        self.aborted.store(true, Ordering::Relaxed);
+        io::Error::new(io::ErrorKind::ConnectionAborted, why.to_string())
+    }
+
+    /// Fills the window with the next STDIN content; false at the end.
+    fn next_chunk(&mut self) -> io::Result<bool> {
+        let rx = Arc::clone(&self.rx);
+        let mut rx = lock(&rx);
+        loop {
+            let parsed = record::parse_record(rx.pending()).map_err(io::Error::from)?;
+            let Status::Complete(r, used) = parsed else {
+                if rx.eof {
+                    return Err(self.abort("the web server closed the connection during the request body"));
+                }
+                rx.fill_wait(&*self.wire)?;
+                continue;
+            };
+            let (rtype, id) = (r.rtype, r.request_id);
+            let content = r.content.to_vec();
+            rx.consume(used);
+            match rtype {
+                RecordType::Stdin if id == self.id => {
+                    if content.is_empty() {
+                        self.done = true;
+                        return Ok(false);
+                    }
+                    self.window = Some((content, 0));
+                    return Ok(true);
+                }
+                RecordType::AbortRequest if id == self.id => {
+                    return Err(self.abort("the web server aborted the request"));
+                }
+                RecordType::BeginRequest if id != self.id && id != NULL_REQUEST_ID => {
+                    let mut out = Vec::new();
+                    record::push_end_request(&mut out, id, 0, ProtocolStatus::CantMpxConn);
+                    self.tx.send(&out)?;
+                }
+                _ if id == NULL_REQUEST_ID => {
+                    reply_management(&self.tx, rtype, &content, self.capacity)
+                        .map_err(io::Error::from)?;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl io::Read for FcgiBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if let Some((data, pos)) = &mut self.window {
+                let n = (data.len() - *pos).min(buf.len());
+                buf[..n].copy_from_slice(&data[*pos..*pos + n]);
+                *pos += n;
+                if *pos == data.len() {
+                    self.window = None;
+                }
+                return Ok(n);
+            }
+            if self.done || self.aborted.load(Ordering::Relaxed) {
+                return if self.done { Ok(0) } else { Err(self.abort("the request was aborted")) };
+            }
+            if !self.next_chunk()? {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+impl BodySource for FcgiBody {
+    fn finished(&self) -> bool {
+        self.done
+    }
+}
+
+/// Response output as STDOUT and STDERR records of one request.
+struct FcgiOut {
+    tx: Arc<Tx>,
+    id: u16,
+    stderr_used: Arc<AtomicBool>,
+}
+
+impl Output for FcgiOut {
+    fn stdout(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(data.len() + 16);
+        record::push_stream(&mut out, RecordType::Stdout, self.id, data);
+        self.tx.send(&out)
+    }
+
+    fn stderr(&self) -> StderrHandle {
+        let tx = Arc::clone(&self.tx);
+        let id = self.id;
+        let used = Arc::clone(&self.stderr_used);
+        StderrHandle::new(Arc::new(move |data: &[u8]| {
+            used.store(true, Ordering::Relaxed);
+            let mut out = Vec::with_capacity(data.len() + 16);
+            record::push_stream(&mut out, RecordType::Stderr, id, data);
+            tx.send(&out)
+        }))
+    }
+}

@@ -1,0 +1,383 @@
+//! Listening sockets and accepted connections: from fd 0, from systemd's
+//! `LISTEN_FDS`, or bound by `--bind`. Owns the bind-address syntax, stale
+//! unix-socket removal, socket permissions and unlinking on exit. Reads no
+//! request: accepted connections are handed out as [`Stream`]s.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::fcgi::conn::Wire;
+use crate::sys::{self, Interest};
+
+/// Where `--bind` listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindAddr {
+    /// A unix socket path.
+    Unix(PathBuf),
+    /// A TCP `host:port` (host may be a name, an IPv4 or a `[v6]`).
+    Tcp(String),
+}
+
+impl fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            BindAddr::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+impl BindAddr {
+    /// Parses the ADDR forms of DESIGN §2, fcgiwrap's `-s` forms among
+    /// them: `unix:/path`, `/path`, `./path`, `tcp:HOST:PORT`,
+    /// `tcp6:[V6]:PORT`, `HOST:PORT`, `[V6]:PORT`.
+    pub fn parse(s: &str) -> Result<BindAddr> {
+        let bad = |why: &str| Error::usage(format!("bad address {s:?}: {why}"));
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad("empty socket path"));
+            }
+            return Ok(BindAddr::Unix(PathBuf::from(path)));
+        }
+        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
+            return Ok(BindAddr::Unix(PathBuf::from(s)));
+        }
+        let hostport = s
+            .strip_prefix("tcp:")
+            .or_else(|| s.strip_prefix("tcp6:"))
+            .or_else(|| s.strip_prefix("tcp4:"))
+            .unwrap_or(s);
+        let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+            let (v6, port) = rest
+                .split_once("]:")
+                .ok_or_else(|| bad("expected [IPV6]:PORT"))?;
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("not an IPv6 address"))?;
+            (v6, port)
+        } else {
+            hostport
+                .rsplit_once(':')
+                .ok_or_else(|| bad("expected unix:PATH, /PATH or HOST:PORT"))?
+        };
+        if host.is_empty() || (host.contains(':') && !hostport.starts_with('[')) {
+            return Err(bad("expected HOST:PORT, with an IPv6 host in brackets"));
+        }
+        port.parse::<u16>()
+            .map_err(|_| bad("port must be a number from 0 to 65535"))?;
+        Ok(BindAddr::Tcp(hostport.to_string()))
+    }
+}
+
+/// A listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// A unix-domain socket; `owned` is set when we created the path and
+    /// so must remove it on exit.
+    Unix {
+        /// The socket.
+        sock: UnixListener,
+        /// Path and inode of a socket file we created.
+        owned: Mutex<Option<(PathBuf, u64)>>,
+    },
+    /// A TCP socket.
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds `addr`. A unix socket path left by a dead server is removed
+    /// first; one a live server answers on is an error. `mode` sets the
+    /// socket file's permissions.
+    pub fn bind(addr: &BindAddr, mode: Option<u32>) -> Result<Listener> {
+        match addr {
+            BindAddr::Unix(path) => bind_unix(path, mode),
+            BindAddr::Tcp(hostport) => {
+                let what = || format!("binding {addr}");
+                let addrs: Vec<_> = hostport
+                    .to_socket_addrs()
+                    .map_err(|e| Error::io(what(), e))?
+                    .collect();
+                let sock = TcpListener::bind(&addrs[..]).map_err(|e| Error::io(what(), e))?;
+                sock.set_nonblocking(true).map_err(|e| Error::io(what(), e))?;
+                Ok(Listener::Tcp(sock))
+            }
+        }
+    }
+
+    /// Adopts an inherited listening socket (fd 0, or systemd's fd 3...).
+    pub fn from_fd(fd: RawFd) -> Result<Listener> {
+        let what = || format!("using inherited socket fd {fd}");
+        let owned: OwnedFd = sys::adopt_fd(fd).map_err(|e| Error::io(what(), e))?;
+        let family = sys::socket_family(fd).map_err(|e| Error::io(what(), e))?;
+        let l = if sys::is_unix_family(family) {
+            Listener::Unix {
+                sock: UnixListener::from(owned),
+                owned: Mutex::new(None),
+            }
+        } else {
+            Listener::Tcp(TcpListener::from(owned))
+        };
+        l.set_nonblocking().map_err(|e| Error::io(what(), e))?;
+        Ok(l)
+    }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Unix { sock, .. } => sock.set_nonblocking(true),
+            Listener::Tcp(sock) => sock.set_nonblocking(true),
+        }
+    }
+
+    /// Accepts one connection if one is waiting; None if none is.
+    pub fn accept(&self, timeout: Duration) -> io::Result<Option<Stream>> {
+        let r = match self {
+            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| {
+                (Inner::Unix(s), "unix socket peer".to_string(), None)
+            }),
+            Listener::Tcp(sock) => sock.accept().map(|(s, a)| {
+                let _ = s.set_nodelay(true);
+                (Inner::Tcp(s), a.to_string(), Some(a.ip()))
+            }),
+        };
+        match r {
+            Ok((inner, peer, ip)) => {
+                let s = Stream {
+                    inner,
+                    peer,
+                    ip,
+                    timeout,
+                };
+                s.set_nonblocking()?;
+                Ok(Some(s))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes our socket file now (at shutdown, so new clients are
+    /// refused at once); the drop does nothing more.
+    pub fn unlink(&self) {
+        if let Listener::Unix { owned, .. } = self {
+            let taken = owned.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some((path, ino)) = taken {
+                // Never remove a socket another server has put there since.
+                if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Unix { sock, .. } => sock.as_raw_fd(),
+            Listener::Tcp(sock) => sock.as_raw_fd(),
+        }
+    }
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listener::Unix { sock, .. } => match sock.local_addr() {
+                Ok(a) => match a.as_pathname() {
+                    Some(p) => write!(f, "unix:{}", p.display()),
+                    None => write!(f, "unix socket fd {}", sock.as_raw_fd()),
+                },
+                Err(_) => write!(f, "unix socket fd {}", sock.as_raw_fd()),
+            },
+            Listener::Tcp(sock) => match sock.local_addr() {
+                Ok(a) => write!(f, "tcp:{a}"),
+                Err(_) => write!(f, "tcp socket fd {}", sock.as_raw_fd()),
+            },
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.unlink();
+    }
+}
+
+fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener> {
+    let what = || format!("binding unix socket {:?}", path);
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::usage(format!(
+                    "binding unix socket {path:?}: a server is already answering on it"
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                log::info!("removing stale socket {path:?}");
+                std::fs::remove_file(path).map_err(|e| Error::io(what(), e))?;
+            }
+            Err(e) => return Err(Error::io(what(), e)),
+        },
+        Ok(_) => {
+            return Err(Error::usage(format!(
+                "binding unix socket {path:?}: the path exists and is not a socket"
+            )))
+        }
+        Err(_) => {}
+    }
+    let sock = UnixListener::bind(path).map_err(|e| Error::io(what(), e))?;
+    let ino = std::fs::metadata(path)
+        .map_err(|e| Error::io(what(), e))?
+        .ino();
+    let l = Listener::Unix {
+        sock,
+        owned: Mutex::new(Some((path.to_path_buf(), ino))),
+    };
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(format!("setting mode {mode:o} on {path:?}"), e))?;
+    }
+    l.set_nonblocking().map_err(|e| Error::io(what(), e))?;
+    Ok(l)
+}
+
+#[derive(Debug)]
+enum Inner {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+/// An accepted connection, non-blocking, with waits bounded by its I/O
+/// timeout.
+#[derive(Debug)]
+pub struct Stream {
+    inner: Inner,
+    peer: String,
+    ip: Option<IpAddr>,
+    timeout: Duration,
+}
+
+impl Stream {
+    /// The peer, for log lines.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The peer's IP address; None on a unix socket.
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match &self.inner {
+            Inner::Unix(s) => s.set_nonblocking(true),
+            Inner::Tcp(s) => s.set_nonblocking(true),
+        }
+    }
+
+    fn wait(&self, interest: Interest) -> io::Result<()> {
+        if sys::wait_fd(self.as_raw_fd(), interest, self.timeout)? {
+            Ok(())
+        } else {
+            let dir = match interest {
+                Interest::Read => "sent nothing",
+                Interest::Write => "read nothing",
+            };
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the peer {dir} for {} s", self.timeout.as_secs_f32()),
+            ))
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match &self.inner {
+            Inner::Unix(s) => s.as_raw_fd(),
+            Inner::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Wire for Stream {
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let r = match &self.inner {
+                Inner::Unix(s) => (&*s).read(buf),
+                Inner::Tcp(s) => (&*s).read(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A reset peer is a closed peer.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(0),
+                r => return r,
+            }
+        }
+    }
+
+    fn wait_readable(&self) -> io::Result<()> {
+        self.wait(Interest::Read)
+    }
+
+    fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let r = match &self.inner {
+                Inner::Unix(s) => (&*s).write(buf),
+                Inner::Tcp(s) => (&*s).write(buf),
+            };
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(Interest::Write)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown_write(&self) {
+        let _ = match &self.inner {
+            Inner::Unix(s) => s.shutdown(Shutdown::Write),
+            Inner::Tcp(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_bind_form() {
+        let unix = |p: &str| Ok(BindAddr::Unix(PathBuf::from(p)));
+        let tcp = |a: &str| Ok(BindAddr::Tcp(a.to_string()));
+        let table: &[(&str, Result<BindAddr>)] = &[
+            ("unix:/run/a.sock", unix("/run/a.sock")),
+            ("unix:rel.sock", unix("rel.sock")),
+            ("/tmp/a.sock", unix("/tmp/a.sock")),
+            ("./a.sock", unix("./a.sock")),
+            ("tcp:127.0.0.1:9000", tcp("127.0.0.1:9000")),
+            ("tcp:localhost:9000", tcp("localhost:9000")),
+            ("127.0.0.1:9000", tcp("127.0.0.1:9000")),
+            ("[::1]:9000", tcp("[::1]:9000")),
+            ("tcp6:[::1]:9000", tcp("[::1]:9000")),
+            ("tcp:[::1]:9000", tcp("[::1]:9000")),
+        ];
+        for (input, want) in table {
+            let got = BindAddr::parse(input);
+            assert_eq!(got.ok(), want.as_ref().ok().cloned(), "{input}");
+        }
+        for bad in ["unix:", "9000", "::1:9000", "host:", "host:99999", "[x]:1", "a b"] {
+            assert!(BindAddr::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! The FastCGI server (DESIGN §5): a fixed pool of worker threads over one
+//! readiness watcher.
+//!
+//! The watcher is a single epoll instance that owns every listener, every
+//! parked connection and the shutdown pipe. All N workers wait on it, and
+//! each registration is one-shot, so a ready connection is handed to
+//! exactly one worker. That worker reads and serves requests on it until
+//! it would have to wait for bytes, then parks it again and goes back to
+//! waiting. A worker is therefore tied to a connection only while a request
+//! is in flight: thousands of idle keep-alive connections cost a parked
+//! [`Conn`] each (its buffers freed), never a thread, and the only queue
+//! is the kernel's ready list. Letting the worker that is woken do the
+//! work itself, rather than a watcher thread passing it on, saves a thread
+//! hop per request.
+//!
+//! This module decides; it parses no bytes (see `fcgi::conn`) and calls no
+//! libc (see `sys`).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::api::{self, Handler};
+use crate::error::{Error, Result};
+use crate::fcgi::conn::{Capacity, Conn, Limits, Progress};
+use crate::listen::{Listener, Stream};
+use crate::signals::{Signal, Signals};
+use crate::sys::{self, Poller};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Settings of the FastCGI server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Worker threads: requests served at once.
+    pub workers: usize,
+    /// Connections kept open at once (in flight and parked).
+    pub max_conns: usize,
+    /// How long a peer may stall in the middle of a request.
+    pub io_timeout: Duration,
+    /// How long in-flight requests may run on after SIGTERM.
+    pub grace: Duration,
+    /// Bounds on each request's params.
+    pub limits: Limits,
+    /// If set, TCP peers must have one of these addresses
+    /// (`FCGI_WEB_SERVER_ADDRS`, `--allow`).
+    pub allow: Option<Vec<IpAddr>>,
+}
+
+/// How often idle waiters look for connections stalled mid-request.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// Pause after `accept` fails for lack of resources (EMFILE...), so a
+/// full fd table does not spin a worker.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Token of the shutdown pipe.
+const STOP_TOKEN: u64 = u64::MAX;
+/// Tokens from here up to STOP_TOKEN name listeners.
+const LISTENER_TOKEN: u64 = u64::MAX - 4096;
+
+/// A connection with what the server needs to park it.
+struct Entry {
+    stream: Arc<Stream>,
+    conn: Conn,
+    /// When the current, incomplete request head began arriving.
+    since: Option<Instant>,
+}
+
+/// A slot of the connection table; the generation tells an event for a
+/// closed connection from one for its slot's next tenant.
+struct Slot {
+    generation: u32,
+    entry: Option<Entry>,
+    used: bool,
+}
+
+struct Shared {
+    poller: Poller,
+    listeners: Vec<Listener>,
+    slots: Mutex<Vec<Slot>>,
+    free: Mutex<Vec<usize>>,
+    handler: Arc<dyn Handler>,
+    cfg: ServerConfig,
+    capacity: Capacity,
+    stopping: AtomicBool,
+    conns: AtomicUsize,
+    listening_paused: AtomicBool,
+    busy: AtomicUsize,
+    last_sweep: Mutex<Instant>,
+    stop_write: OwnedFd,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves FastCGI on `listeners` until a stop signal, then drains.
+pub fn serve(
+    listeners: Vec<Listener>,
+    handler: Arc<dyn Handler>,
+    cfg: ServerConfig,
+    signals: &Signals,
+) -> Result<()> {
+    let what = |e| Error::io("starting the server", e);
+    let poller = Poller::new().map_err(what)?;
+    let (stop_read, stop_write) = sys::pipe().map_err(what)?;
+    poller.add_level(stop_read.as_raw_fd(), STOP_TOKEN).map_err(what)?;
+    for (i, l) in listeners.iter().enumerate() {
+        poller
+            .add_oneshot(l.as_raw_fd(), LISTENER_TOKEN + i as u64)
+            .map_err(what)?;
+        log::info!("listening on {l}");
+    }
+    let capacity = Capacity {
+        max_conns: cfg.max_conns,
+        max_reqs: cfg.max_conns,
+    };
+    let sh = Arc::new(Shared {
+        poller,
+        listeners,
+        slots: Mutex::new(Vec::new()),
+        free: Mutex::new(Vec::new()),
+        handler,
+        capacity,
+        stopping: AtomicBool::new(false),
+        conns: AtomicUsize::new(0),
+        listening_paused: AtomicBool::new(false),
+        busy: AtomicUsize::new(0),
+        last_sweep: Mutex::new(Instant::now()),
+        stop_write,
+        cfg,
+    });
+    let alive = Arc::new(AtomicUsize::new(0));
+    for i in 0..sh.cfg.workers {
+        let sh = Arc::clone(&sh);
+        let alive = Arc::clone(&alive);
+        alive.fetch_add(1, Ordering::SeqCst);
+        thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || {
+                let _count = CountGuard(&alive);
+                worker(&sh);
+            })
+            .map_err(|e| Error::io("starting worker threads", e))?;
+    }
+    log::info!(
+        "serving with {} workers, at most {} connections",
+        sh.cfg.workers,
+        sh.cfg.max_conns
+    );
+    loop {
+        if alive.load(Ordering::SeqCst) == 0 {
+            return Err(Error::io(
+                "serving",
+                std::io::Error::other("every worker thread stopped"),
+            ));
+        }
+        if signals.wait(Duration::from_millis(500)).contains(&Signal::Stop) {
+            break;
+        }
+    }
+    stop(&sh);
+    let deadline = Instant::now() + sh.cfg.grace;
+    while alive.load(Ordering::SeqCst) > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            log::warn!(
+                "{} requests still running after the {} s grace period; exiting",
+                sh.busy.load(Ordering::SeqCst),
+                sh.cfg.grace.as_secs()
+            );
+            return Ok(());
+        }
+        let wait = left.min(Duration::from_millis(50));
+        if signals.wait(wait).contains(&Signal::Stop) {
+            return Err(Error::io(
+                "stopping",
+                std::io::Error::other(format!(
+                    "second signal: exiting at once with {} requests in flight",
+                    sh.busy.load(Ordering::SeqCst)
+                )),
+            ));
+        }
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Stops accepting and wakes every idle worker so it exits.
+fn stop(sh: &Shared) {
+    log::info!(
+        "stopping: no new connections; {} requests in flight (grace {} s)",
+        sh.busy.load(Ordering::SeqCst),
+        sh.cfg.grace.as_secs()
+    );
+    sh.stopping.store(true, Ordering::SeqCst);
+    for l in &sh.listeners {
+        let _ = sh.poller.remove(l.as_raw_fd());
+        l.unlink();
+    }
+    sys::write_byte(sh.stop_write.as_raw_fd(), 0);
+}
+
+struct CountGuard<'a>(&'a AtomicUsize);
+
+impl Drop for CountGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn worker(sh: &Shared) {
+    while !sh.stopping.load(Ordering::SeqCst) {
+        let token = match sh.poller.wait_one(Some(SWEEP_EVERY)) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                sweep(sh);
+                continue;
+            }
+            Err(e) => {
+                log::error!("waiting for connections: {e}");
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        match token {
+            STOP_TOKEN => break,
+            t if t >= LISTENER_TOKEN => accept(sh, (t - LISTENER_TOKEN) as usize),
+            t => {
+                if let Some((slot, entry)) = take(sh, t) {
+                    serve_conn(sh, Some(slot), entry);
+                }
+            }
+        }
+    }
+}
+
+/// Accepts one connection and serves it at once (its request is most
+/// likely already there); another worker meanwhile accepts the next.
+fn accept(sh: &Shared, i: usize) {
+    let Some(listener) = sh.listeners.get(i) else {
+        return;
+    };
+    let accepted = listener.accept(sh.cfg.io_timeout);
+    if !sh.stopping.load(Ordering::SeqCst) {
+        if sh.conns.load(Ordering::SeqCst) + 1 >= sh.cfg.max_conns {
+            sh.listening_paused.store(true, Ordering::SeqCst);
+            log::warn!(
+                "{} connections open (--max-conns): new ones wait in the backlog",
+                sh.cfg.max_conns
+            );
+        } else {
+            rearm_listener(sh, i);
+        }
+    }
+    let stream = match accepted {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            log::error!("accepting on {listener}: {e}");
+            thread::sleep(ACCEPT_BACKOFF);
+            return;
+        }
+    };
+    if let (Some(allow), Some(ip)) = (&sh.cfg.allow, stream.peer_ip()) {
+        if !allowed(allow, ip) {
+            log::warn!("refusing connection from {ip}: not in FCGI_WEB_SERVER_ADDRS/--allow");
+            if sh.listening_paused.swap(false, Ordering::SeqCst) {
+                rearm_listener(sh, i);
+            }
+            return;
+        }
+    }
+    sh.conns.fetch_add(1, Ordering::SeqCst);
+    let stream = Arc::new(stream);
+    let conn = Conn::new(stream.clone(), sh.cfg.limits, sh.capacity);
+    serve_conn(
+        sh,
+        None,
+        Entry {
+            stream,
+            conn,
+            since: None,
+        },
+    );
+}
+
+/// True if and only if `ip` is in `allow` (IPv4-mapped IPv6 peers match
+/// their IPv4 address).
+pub fn allowed(allow: &[IpAddr], ip: IpAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    allow.iter().any(|a| canon(*a) == canon(ip))
+}
+
+fn rearm_listener(sh: &Shared, i: usize) {
+    if let Some(l) = sh.listeners.get(i) {
+        if let Err(e) = sh.poller.rearm(l.as_raw_fd(), LISTENER_TOKEN + i as u64) {
+            log::error!("watching {l}: {e}");
+        }
+    }
+}
+
+/// Serves requests on a connection until it must wait, then parks it.
+fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
+    loop {
+        match entry.conn.advance() {
+            Ok(Progress::Request(head)) => {
+                entry.since = None;
+                sh.busy.fetch_add(1, Ordering::SeqCst);
+                let keep = entry.conn.run(head, |req, resp| {
+                    api::dispatch(&*sh.handler, req, resp)
+                });
+                sh.busy.fetch_sub(1, Ordering::SeqCst);
+                if !keep || sh.stopping.load(Ordering::SeqCst) {
+                    return close(sh, slot);
+                }
+            }
+            Ok(Progress::NeedMore) => {
+                if entry.conn.mid_request() {
+                    entry.since.get_or_insert_with(Instant::now);
+                } else {
+                    entry.since = None;
+                    entry.conn.shrink();
+                }
+                if sh.stopping.load(Ordering::SeqCst) {
+                    return close(sh, slot);
+                }
+                return park(sh, slot, entry);
+            }
+            Ok(Progress::Done) => return close(sh, slot),
+            Err(e) => {
+                log::warn!("{}: {e}; closing the connection", entry.stream.peer());
+                return close(sh, slot);
+            }
+        }
+    }
+}
+
+fn conn_token(index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | index as u64
+}
+
+/// Puts a connection in the table and arms its readiness watch.
+fn park(sh: &Shared, slot: Option<usize>, entry: Entry) {
+    let fd = entry.stream.as_raw_fd();
+    let (index, token) = {
+        let mut slots = lock(&sh.slots);
+        let index = match slot {
+            Some(i) => i,
+            None => match lock(&sh.free).pop() {
+                Some(i) => i,
+                None => {
+                    slots.push(Slot {
+                        generation: 0,
+                        entry: None,
+                        used: false,
+                    });
+                    slots.len() - 1
+                }
+            },
+        };
+        let s = &mut slots[index];
+        s.used = true;
+        s.entry = Some(entry);
+        (index, conn_token(index, s.generation))
+    };
+    let r = if slot.is_some() {
+        sh.poller.rearm(fd, token)
+    } else {
+        sh.poller.add_oneshot(fd, token)
+    };
+    if let Err(e) = r {
+        log::error!("watching a connection: {e}");
+        let mut slots = lock(&sh.slots);
+        slots[index].entry = None;
+        drop(slots);
+        close(sh, Some(index));
+    }
+}
+
+/// Takes the connection an event names out of the table; None if the
+/// event is stale (the connection was closed meanwhile).
+fn take(sh: &Shared, token: u64) -> Option<(usize, Entry)> {
+    let index = (token & 0xffff_ffff) as usize;
+    let generation = (token >> 32) as u32;
+    let mut slots = lock(&sh.slots);
+    let s = slots.get_mut(index)?;
+    if !s.used || s.generation != generation {
+        return None;
+    }
+    s.entry.take().map(|e| (index, e))
+}
+
+/// Forgets a connection (dropping it closes the socket, which also ends
+/// its epoll registration) and resumes accepting if we had paused.
+fn close(sh: &Shared, slot: Option<usize>) {
+    if let Some(i) = slot {
+        let mut slots = lock(&sh.slots);
+        let s = &mut slots[i];
+        s.entry = None;
+        s.used = false;
+        s.generation = s.generation.wrapping_add(1);
+        drop(slots);
+        lock(&sh.free).push(i);
+    }
+    sh.conns.fetch_sub(1, Ordering::SeqCst);
+    if sh.listening_paused.swap(false, Ordering::SeqCst) && !sh.stopping.load(Ordering::SeqCst) {
+        for i in 0..sh.listeners.len() {
+            rearm_listener(sh, i);
+        }
+    }
+}
+
+/// Closes parked connections whose request head has been arriving for
+/// longer than the I/O timeout (a client that trickles bytes).
+fn sweep(sh: &Shared) {
+    {
+        let mut last = lock(&sh.last_sweep);
+        if last.elapsed() < SWEEP_EVERY {
+            return;
+        }
+        *last = Instant::now();
+    }
+    let limit = sh.cfg.io_timeout;
+    let mut expired = Vec::new();
+    {
+        let mut slots = lock(&sh.slots);
+        for (i, s) in slots.iter_mut().enumerate() {
+            let stale = s
+                .entry
+                .as_ref()
+                .and_then(|e| e.since)
+                .is_some_and(|t| t.elapsed() > limit);
+            if stale {
+                if let Some(e) = s.entry.take() {
+                    expired.push((i, e));
+                }
+            }
+        }
+    }
+    for (i, e) in expired {
+        log::warn!(
+            "{}: request head incomplete after {} s; closing the connection",
+            e.stream.peer(),
+            limit.as_secs_f32()
+        );
+        drop(e);
+        close(sh, Some(i));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_mapped_addresses() {
+        let allow: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert!(allowed(&allow, "127.0.0.1".parse().unwrap()));
+        assert!(allowed(&allow, "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(allowed(&allow, "::1".parse().unwrap()));
+        assert!(!allowed(&allow, "127.0.0.2".parse().unwrap()));
+        assert!(!allowed(&allow, "10.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,337 @@
+//! The only module that calls `libc` or uses `unsafe`: thin, policy-free
+//! wrappers that turn system calls into `io::Result`s. Which mode to run
+//! in, what to log and when to retry are decided elsewhere.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+/// Runs a libc call and turns a `-1` result into the thread's `errno`.
+macro_rules! syscall {
+    ($call:expr) => {{
+        let r = $call;
+        if r == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }};
+}
+
+/// What fd 0 (or any fd) is, as far as mode detection cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdKind {
+    /// Not open.
+    Closed,
+    /// A socket that listens (`SO_ACCEPTCONN`, or no peer: `ENOTCONN`).
+    ListeningSocket,
+    /// A socket with a peer (Apache mod_cgid hands CGI scripts one).
+    ConnectedSocket,
+    /// A terminal.
+    Terminal,
+    /// Anything else: a pipe, a file, /dev/null.
+    Other,
+}
+
+/// Classifies `fd` without changing it.
+pub fn fd_kind(fd: RawFd) -> FdKind {
+    // SAFETY: fstat writes into a zeroed stat buffer we own; a bad fd
+    // only makes it fail with EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `st` is valid for writes.
+    if unsafe { libc::fstat(fd, &mut st) } == -1 {
+        return FdKind::Closed;
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        // SAFETY: isatty only inspects the fd.
+        return if unsafe { libc::isatty(fd) } == 1 {
+            FdKind::Terminal
+        } else {
+            FdKind::Other
+        };
+    }
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the option buffer is a c_int of the given length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        return if listening != 0 {
+            FdKind::ListeningSocket
+        } else {
+            FdKind::ConnectedSocket
+        };
+    }
+    // No SO_ACCEPTCONN (old kernels): a socket without a peer listens.
+    // SAFETY: a zeroed sockaddr_storage is a valid output buffer.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut alen =
+        std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: addr/alen describe a buffer we own.
+    let r = unsafe {
+        libc::getpeername(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut alen)
+    };
+    if r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN) {
+        FdKind::ListeningSocket
+    } else {
+        FdKind::ConnectedSocket
+    }
+}
+
+/// The address family of the socket `fd` (`AF_UNIX`, `AF_INET`, ...).
+pub fn socket_family(fd: RawFd) -> io::Result<i32> {
+    // SAFETY: a zeroed sockaddr_storage is a valid output buffer.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len =
+        std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: addr/len describe a buffer we own.
+    syscall!(unsafe {
+        libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len)
+    })?;
+    Ok(i32::from(addr.ss_family))
+}
+
+/// True if and only if `family` is `AF_UNIX`.
+pub fn is_unix_family(family: i32) -> bool {
+    family == libc::AF_UNIX
+}
+
+/// Takes ownership of an inherited fd (fd 0 from spawn-fcgi, fd 3... from
+/// systemd) and marks it close-on-exec so no child inherits it.
+pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only inspects the fd; it fails with EBADF if closed.
+    syscall!(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the fd is open (checked above) and is handed to us by our
+    // parent; main adopts each inherited fd exactly once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_cloexec(owned.as_raw_fd())?;
+    Ok(owned)
+}
+
+/// Sets `FD_CLOEXEC` on `fd`.
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we hold; no memory is passed.
+    let flags = syscall!(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: as above.
+    syscall!(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    Ok(())
+}
+
+/// Makes sure fds 0, 1 and 2 are open (on /dev/null if not), so that no
+/// socket or file we open later lands on them (slowcgi does the same).
+pub fn ensure_std_fds() -> io::Result<()> {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only inspects the fd.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            let path = b"/dev/null\0";
+            // SAFETY: a NUL-terminated path literal; the new fd is the
+            // lowest free one, which is `fd`, and is kept open for good.
+            syscall!(unsafe { libc::open(path.as_ptr().cast(), libc::O_RDWR) })?;
+        }
+    }
+    Ok(())
+}
+
+/// Our process id.
+pub fn getpid() -> u32 {
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    pid as u32
+}
+
+/// Readiness interest for [`Poller`] and [`wait_fd`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Wait until the fd is readable (or hung up).
+    Read,
+    /// Wait until the fd is writable (or hung up).
+    Write,
+}
+
+/// Waits until `fd` is ready for `interest`, at most `timeout`. Returns
+/// true if and only if it became ready (hang-ups and errors count as
+/// ready: the next read or write reports them).
+pub fn wait_fd(fd: RawFd, interest: Interest, timeout: Duration) -> io::Result<bool> {
+    let events = match interest {
+        Interest::Read => libc::POLLIN,
+        Interest::Write => libc::POLLOUT,
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    loop {
+        // SAFETY: one pollfd we own, count 1.
+        match syscall!(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+            Ok(n) => return Ok(n > 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An epoll instance. Registrations are one-shot: after an fd is reported
+/// it stays disarmed until [`Poller::rearm`], so that exactly one thread
+/// handles it even when several threads wait on the same instance.
+#[derive(Debug)]
+pub struct Poller {
+    ep: OwnedFd,
+}
+
+impl Poller {
+    /// Creates the epoll instance (close-on-exec).
+    pub fn new() -> io::Result<Poller> {
+        // SAFETY: epoll_create1 returns a new fd or -1.
+        let fd = syscall!(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: the fd was just created and is owned by nobody else.
+        Ok(Poller {
+            ep: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn ctl(&self, op: i32, fd: RawFd, token: u64, flags: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: flags,
+            u64: token,
+        };
+        // SAFETY: ev is a valid epoll_event for the duration of the call.
+        syscall!(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    fn oneshot_flags() -> u32 {
+        (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32
+    }
+
+    /// Registers `fd` for one readability report carrying `token`.
+    pub fn add_oneshot(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, Self::oneshot_flags())
+    }
+
+    /// Registers `fd` level-triggered, reported to every waiter until it
+    /// is drained or removed (used for the shutdown pipe).
+    pub fn add_level(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, libc::EPOLLIN as u32)
+    }
+
+    /// Arms a one-shot registration again.
+    pub fn rearm(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, Self::oneshot_flags())
+    }
+
+    /// Removes a registration.
+    pub fn remove(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits for one event at most `timeout` (None: forever); returns its
+    /// token, or None on timeout or signal interruption.
+    pub fn wait_one(&self, timeout: Option<Duration>) -> io::Result<Option<u64>> {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        // SAFETY: one epoll_event buffer we own, maxevents 1.
+        match syscall!(unsafe { libc::epoll_wait(self.ep.as_raw_fd(), &mut ev, 1, ms) }) {
+            Ok(0) => Ok(None),
+            Ok(_) => Ok(Some(ev.u64)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A pipe whose both ends are non-blocking and close-on-exec: (read, write).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints.
+    syscall!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Writes the byte `b` to `fd`, ignoring every error; async-signal-safe.
+pub fn write_byte(fd: RawFd, b: u8) {
+    let b = [b];
+    // SAFETY: write(2) is async-signal-safe; the buffer is one byte we own.
+    unsafe {
+        libc::write(fd, b.as_ptr().cast(), 1);
+    }
+}
+
+/// Reads what the non-blocking `fd` holds, up to 64 bytes.
+pub fn read_bytes(fd: RawFd) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    // SAFETY: buf is ours and its length is passed.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    buf[..n.max(0) as usize].to_vec()
+}
+
+/// The write end of the signal pipe, read by the handler.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let errno = io::Error::last_os_error().raw_os_error();
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        write_byte(fd, sig as u8);
+    }
+    // write(2) may change errno; restore it for the interrupted code.
+    if let Some(e) = errno {
+        // SAFETY: __errno_location returns this thread's errno slot.
+        unsafe { *libc::__errno_location() = e };
+    }
+}
+
+/// Makes each of `signals` write its number as one byte to `pipe_fd` (a non-blocking
+/// pipe). Only the byte is written: no lock, no allocation, no logging.
+pub fn install_signal_pipe(pipe_fd: RawFd, signals: &[i32]) -> io::Result<()> {
+    SIGNAL_PIPE.store(pipe_fd, Ordering::Relaxed);
+    for &sig in signals {
+        // SAFETY: a zeroed sigaction is valid; we set a plain handler
+        // whose body is async-signal-safe (write(2) and errno only).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            syscall!(libc::sigaction(sig, &sa, std::ptr::null_mut()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Signal numbers used by the crate.
+pub mod sig {
+    /// SIGTERM
+    pub const TERM: i32 = libc::SIGTERM;
+    /// SIGINT
+    pub const INT: i32 = libc::SIGINT;
+    /// SIGHUP
+    pub const HUP: i32 = libc::SIGHUP;
+    /// SIGKILL
+    pub const KILL: i32 = libc::SIGKILL;
+}
+
+/// Sends `sig` to the process group `pgid`.
+pub fn kill_group(pgid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) with a negative pid signals a process group.
+    syscall!(unsafe { libc::kill(-(pgid as libc::pid_t), sig) })?;
+    Ok(())
+}
+
+/// Sends `sig` to the process `pid`.
+pub fn kill(pid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes no memory.
+    syscall!(unsafe { libc::kill(pid as libc::pid_t, sig) })?;
+    Ok(())
+}
