@@ -25,7 +25,13 @@ pub use crate::fcgi::record::Role;
 /// that the error is only logged (the client already has a status line).
 pub trait Handler: Send + Sync + 'static {
     /// Serves one request.
-    fn handle(&self, req: &mut Request, resp: &mut Response) -> io::Result<()>;
+    fn handle(&self, req: &mut Request, resp: &mut Response)
+        -> io::Result<()>;
+
+    /// Called when the server exits with requests still in flight (the
+    /// grace period ran out, or a second signal came): release what
+    /// would outlive the process, such as child processes.
+    fn stop(&self) {}
 }
 
 impl<F> Handler for F
@@ -35,7 +41,11 @@ where
         + Sync
         + 'static,
 {
-    fn handle(&self, req: &mut Request, resp: &mut Response) -> io::Result<()> {
+    fn handle(
+        &self,
+        req: &mut Request,
+        resp: &mut Response,
+    ) -> io::Result<()> {
         self(req, resp)
     }
 }
@@ -127,6 +137,11 @@ pub struct Body {
 pub(crate) trait BodySource: Read + Send {
     /// True if and only if the whole body has been read.
     fn finished(&self) -> bool;
+
+    /// See [`Body::poll_abort`].
+    fn poll_abort(&mut self) -> bool {
+        false
+    }
 }
 
 struct EmptyBody;
@@ -189,6 +204,14 @@ impl Body {
     /// True if and only if the body has been read to its end.
     pub fn is_finished(&self) -> bool {
         self.inner.finished()
+    }
+
+    /// Without waiting, handles what the web server sent since the body
+    /// ended; true if and only if it aborted the request or hung up. For
+    /// handlers that wait on something else (a child process) and must
+    /// stop when the client goes away. Always false under CGI.
+    pub fn poll_abort(&mut self) -> bool {
+        self.inner.poll_abort()
     }
 }
 
@@ -262,7 +285,10 @@ pub struct Response {
 }
 
 impl Response {
-    pub(crate) fn new(out: Box<dyn Output>, aborted: Arc<AtomicBool>) -> Response {
+    pub(crate) fn new(
+        out: Box<dyn Output>,
+        aborted: Arc<AtomicBool>,
+    ) -> Response {
         Response {
             out,
             buf: Vec::new(),
@@ -304,7 +330,10 @@ impl Response {
     }
 
     fn aborted_error() -> io::Error {
-        io::Error::new(io::ErrorKind::ConnectionAborted, "client aborted the request")
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "client aborted the request",
+        )
     }
 
     /// Takes what is buffered and not yet sent (used when the transport
@@ -363,9 +392,10 @@ pub(crate) fn dispatch(
     resp: &mut Response,
 ) -> u32 {
     let start = Instant::now();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handler.handle(req, resp)
-    }));
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler.handle(req, resp)
+        }));
     let failure = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),

@@ -4,8 +4,11 @@
 //! web server send?").
 
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use crate::api::{Handler, Request, Response, Transport};
+use crate::cgi::env::EnvPolicy;
 
 /// A built-in handler's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +31,16 @@ impl Builtin {
             _ => None,
         }
     }
+
+    /// The handler; `policy` is what the `env` page applies to show what
+    /// a CGI program would get.
+    pub fn handler(self, policy: EnvPolicy) -> Arc<dyn Handler> {
+        match self {
+            Builtin::Hello => Arc::new(Hello),
+            Builtin::Echo => Arc::new(Echo),
+            Builtin::Env => Arc::new(EnvPage { policy }),
+        }
+    }
 }
 
 /// What the `env` page reports about the server itself.
@@ -43,13 +56,37 @@ pub struct ServerFacts {
 pub const HELLO: &[u8] =
     b"Content-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, world!\n";
 
-impl Handler for Builtin {
-    fn handle(&self, req: &mut Request, resp: &mut Response) -> io::Result<()> {
-        match self {
-            Builtin::Hello => resp.write_all(HELLO),
-            Builtin::Echo => echo(req, resp),
-            Builtin::Env => env_page(&crate::launch::facts(), req, resp),
-        }
+struct Hello;
+
+impl Handler for Hello {
+    fn handle(&self, _: &mut Request, resp: &mut Response) -> io::Result<()> {
+        resp.write_all(HELLO)
+    }
+}
+
+struct Echo;
+
+impl Handler for Echo {
+    fn handle(
+        &self,
+        req: &mut Request,
+        resp: &mut Response,
+    ) -> io::Result<()> {
+        echo(req, resp)
+    }
+}
+
+struct EnvPage {
+    policy: EnvPolicy,
+}
+
+impl Handler for EnvPage {
+    fn handle(
+        &self,
+        req: &mut Request,
+        resp: &mut Response,
+    ) -> io::Result<()> {
+        env_page(&crate::launch::facts(), &self.policy, req, resp)
     }
 }
 
@@ -72,6 +109,7 @@ fn show(b: &[u8]) -> String {
 
 fn env_page(
     facts: &ServerFacts,
+    policy: &EnvPolicy,
     req: &mut Request,
     resp: &mut Response,
 ) -> io::Result<()> {
@@ -93,19 +131,27 @@ fn env_page(
     for (n, v) in req.params() {
         page.push_str(&format!("{}={}\n", show(n), show(v)));
     }
-    let mut effective: Vec<&(Vec<u8>, Vec<u8>)> = Vec::new();
-    for p in req.params().iter().rev() {
-        if !effective.iter().any(|e| e.0 == p.0) {
-            effective.push(p);
+    // What a CGI program would get: repeats merged, path fixes and
+    // --env applied; the launcher's own environment left out.
+    match crate::cgi::env::build(&[], req.params(), policy) {
+        Ok(mut vars) => {
+            vars.sort();
+            page.push_str(&format!(
+                "\n== as a CGI program gets them ({}, repeats merged, \
+                 --script-name and --env applied) ==\n",
+                vars.len()
+            ));
+            for (n, v) in vars {
+                page.push_str(&format!(
+                    "{}={}\n",
+                    show(n.as_bytes()),
+                    show(v.as_bytes())
+                ));
+            }
         }
-    }
-    effective.sort();
-    page.push_str(&format!(
-        "\n== effective variables ({}, repeats resolved: last wins) ==\n",
-        effective.len()
-    ));
-    for (n, v) in effective {
-        page.push_str(&format!("{}={}\n", show(n), show(v)));
+        Err(e) => page.push_str(&format!(
+            "\n== a CGI program would get a 411: {e} ==\n"
+        )),
     }
     let mut body = Vec::new();
     let n = io::copy(&mut req.body().take(1 << 20), &mut body)?;

@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use getopts::{Options, ParsingStyle};
@@ -48,6 +49,30 @@ pub struct Config {
     pub allow: Vec<IpAddr>,
     /// -v minus -q.
     pub verbosity: i32,
+    /// `--root`
+    pub root: Option<PathBuf>,
+    /// `--chdir`
+    pub chdir: Option<PathBuf>,
+    /// `--env NAME=VALUE` (repeatable)
+    pub env: Vec<(OsString, OsString)>,
+    /// `--clear-env`
+    pub clear_env: bool,
+    /// `--pass-env NAME` (repeatable)
+    pub pass_env: Vec<OsString>,
+    /// `--timeout`
+    pub timeout: Option<Duration>,
+    /// `--script-name`
+    pub script_name: Option<String>,
+    /// `--log-stderr`
+    pub log_stderr: bool,
+    /// `--request 'METHOD URI'`
+    pub request: Option<String>,
+    /// `-H` (repeatable)
+    pub headers: Vec<String>,
+    /// `-d`
+    pub data: Option<String>,
+    /// `--connect`
+    pub connect: Option<BindAddr>,
 }
 
 /// What to do.
@@ -62,21 +87,103 @@ pub enum Command {
 }
 
 /// The one-line synopsis.
-pub const USAGE: &str = "usage: fcgi-launch [OPTIONS] [--builtin NAME | [--] PROGRAM [ARGS...]]";
+pub const USAGE: &str =
+    "usage: fcgi-launch [OPTIONS] [--builtin NAME | [--] PROGRAM [ARGS...]]";
 
 fn options() -> Options {
     let mut o = Options::new();
     o.parsing_style(ParsingStyle::StopAtFirstFree);
     o.optopt("b", "bind", "serve FastCGI on ADDR: unix:/PATH, /PATH, ./PATH, tcp:HOST:PORT, HOST:PORT, [V6]:PORT", "ADDR");
-    o.optopt("m", "mode", "force the gateway instead of detecting it: cgi or fastcgi", "MODE");
-    o.optopt("w", "workers", "requests served at once (default: 2 per CPU, at least 2)", "N");
-    o.optopt("", "builtin", "serve a built-in handler instead of a program: hello, echo or env", "NAME");
-    o.optopt("", "max-conns", &format!("connections kept open at once (default {DEFAULT_MAX_CONNS})"), "N");
+    o.optopt(
+        "m",
+        "mode",
+        "force the gateway instead of detecting it: cgi or fastcgi",
+        "MODE",
+    );
+    o.optopt(
+        "w",
+        "workers",
+        "requests served at once (default: 2 per CPU, at least 2)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "builtin",
+        "serve a built-in handler instead of a program: hello, echo or env",
+        "NAME",
+    );
+    o.optopt(
+        "",
+        "max-conns",
+        &format!(
+            "connections kept open at once (default {DEFAULT_MAX_CONNS})"
+        ),
+        "N",
+    );
     o.optopt("", "io-timeout", &format!("close a connection stalled mid-request this long (default {DEFAULT_IO_TIMEOUT_SECS})"), "SECS");
     o.optopt("", "grace", &format!("on SIGTERM, let requests finish this long (default {DEFAULT_GRACE_SECS})"), "SECS");
-    o.optopt("", "socket-mode", "permissions of the unix socket made by --bind, in octal", "MODE");
+    o.optopt(
+        "",
+        "socket-mode",
+        "permissions of the unix socket made by --bind, in octal",
+        "MODE",
+    );
     o.optmulti("", "allow", "accept TCP peers only from ADDR (repeatable; adds to FCGI_WEB_SERVER_ADDRS)", "ADDR");
-    o.optflagmulti("v", "verbose", "log more: -v logs each request, -vv debugs");
+    o.optopt("", "root", "run only scripts that resolve inside DIR; the document root of --request", "DIR");
+    o.optopt(
+        "",
+        "chdir",
+        "working directory of the programs (default: the script's directory)",
+        "DIR",
+    );
+    o.optmulti(
+        "",
+        "env",
+        "set NAME=VALUE in the programs' environment (repeatable)",
+        "NAME=VALUE",
+    );
+    o.optflag(
+        "",
+        "clear-env",
+        "do not pass our own environment to the programs",
+    );
+    o.optmulti(
+        "",
+        "pass-env",
+        "with --clear-env, still pass NAME (repeatable)",
+        "NAME",
+    );
+    o.optopt("", "timeout", "stop a program running longer: SIGTERM, SIGKILL 2 s later; 504 if it sent nothing", "SECS");
+    o.optopt("", "script-name", "the application is mounted at PREFIX: sets SCRIPT_NAME to it and PATH_INFO to the rest of the path", "PREFIX");
+    o.optflag(
+        "",
+        "log-stderr",
+        "copy the programs' stderr to our own log too",
+    );
+    o.optopt("", "request", "run one request in process and print the raw CGI response (a hand test)", "'METHOD URI'");
+    o.optmulti(
+        "H",
+        "header",
+        "with --request: add a request header (repeatable)",
+        "'NAME: VALUE'",
+    );
+    o.optopt(
+        "d",
+        "data",
+        "with --request: the request body; @FILE reads a file, @- stdin",
+        "DATA",
+    );
+    o.optopt(
+        "",
+        "connect",
+        "with --request: send it to the FastCGI server at ADDR instead",
+        "ADDR",
+    );
+    o.optflagmulti(
+        "v",
+        "verbose",
+        "log more: -v logs each request, -vv debugs",
+    );
     o.optflagmulti("q", "quiet", "log less: errors only");
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
@@ -89,8 +196,9 @@ pub fn help() -> String {
 }
 
 fn number<T: std::str::FromStr>(v: &str, opt: &str) -> Result<T> {
-    v.parse()
-        .map_err(|_| Error::usage(format!("--{opt}: {v:?} is not a valid number")))
+    v.parse().map_err(|_| {
+        Error::usage(format!("--{opt}: {v:?} is not a valid number"))
+    })
 }
 
 fn positive(v: &str, opt: &str) -> Result<usize> {
@@ -103,7 +211,9 @@ fn positive(v: &str, opt: &str) -> Result<usize> {
 fn seconds(v: &str, opt: &str) -> Result<Duration> {
     let s: f64 = number(v, opt)?;
     if !(s.is_finite() && s >= 0.0 && s <= 1e9) {
-        return Err(Error::usage(format!("--{opt}: {v:?} is not a number of seconds")));
+        return Err(Error::usage(format!(
+            "--{opt}: {v:?} is not a number of seconds"
+        )));
     }
     Ok(Duration::from_secs_f64(s))
 }
@@ -157,11 +267,51 @@ pub fn parse(args: &[OsString]) -> Result<Command> {
         .opt_strs("allow")
         .iter()
         .map(|a| {
-            a.parse::<IpAddr>()
-                .map_err(|_| Error::usage(format!("--allow: {a:?} is not an IP address")))
+            a.parse::<IpAddr>().map_err(|_| {
+                Error::usage(format!("--allow: {a:?} is not an IP address"))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
+    let env = m
+        .opt_strs("env")
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
+            _ => Err(Error::usage(format!("--env: {kv:?} is not NAME=VALUE"))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let request = m.opt_str("request");
+    for flag in ["header", "data", "connect"] {
+        if request.is_none() && m.opt_present(flag) {
+            return Err(Error::usage(format!("--{flag} goes with --request")));
+        }
+    }
+    if m.opt_present("connect") && (builtin.is_some() || !program.is_empty()) {
+        return Err(Error::usage("--connect sends the request to a server: give no --builtin or PROGRAM"));
+    }
     Ok(Command::Run(Config {
+        root: m.opt_str("root").map(PathBuf::from),
+        chdir: m.opt_str("chdir").map(PathBuf::from),
+        env,
+        clear_env: m.opt_present("clear-env"),
+        pass_env: m
+            .opt_strs("pass-env")
+            .into_iter()
+            .map(OsString::from)
+            .collect(),
+        timeout: m
+            .opt_str("timeout")
+            .map(|v| seconds(&v, "timeout"))
+            .transpose()?,
+        script_name: m.opt_str("script-name"),
+        log_stderr: m.opt_present("log-stderr"),
+        request,
+        headers: m.opt_strs("header"),
+        data: m.opt_str("data"),
+        connect: m
+            .opt_str("connect")
+            .map(|a| BindAddr::parse(&a))
+            .transpose()?,
         mode,
         bind: m.opt_str("bind").map(|a| BindAddr::parse(&a)).transpose()?,
         workers: m
@@ -226,6 +376,11 @@ mod tests {
             &["--grace", "-1"],
             &["--bind", "nowhere"],
             &["--no-such-option"],
+            &["--env", "NOEQUALS"],
+            &["-H", "X: y"],
+            &["--connect", "/tmp/x.sock"],
+            &["--request", "GET /", "--connect", "/x.sock", "/bin/prog"],
+            &["--timeout", "soon"],
         ] {
             let e = run(args).expect_err(&format!("{args:?}"));
             assert!(e.is_usage(), "{args:?}: {e}");
@@ -239,7 +394,10 @@ mod tests {
         assert_eq!(c.max_conns, DEFAULT_MAX_CONNS);
         assert_eq!(c.grace, Duration::from_secs(DEFAULT_GRACE_SECS));
         assert_eq!(c.socket_mode, None);
-        assert_eq!(run(&["--socket-mode", "660"]).unwrap().socket_mode, Some(0o660));
+        assert_eq!(
+            run(&["--socket-mode", "660"]).unwrap().socket_mode,
+            Some(0o660)
+        );
         assert_eq!(run(&["-vv", "-q"]).unwrap().verbosity, 1);
     }
 }

@@ -112,7 +112,9 @@ impl From<Error> for io::Error {
             Kind::Protocol(msg) => {
                 io::Error::new(io::ErrorKind::InvalidData, msg)
             }
-            Kind::Usage(msg) => io::Error::new(io::ErrorKind::InvalidInput, msg),
+            Kind::Usage(msg) => {
+                io::Error::new(io::ErrorKind::InvalidInput, msg)
+            }
         }
     }
 }
@@ -130,7 +132,10 @@ mod tests {
             "binding \"/run/x.sock\"",
             io::Error::from(io::ErrorKind::PermissionDenied),
         );
-        assert_eq!(e.to_string(), "binding \"/run/x.sock\": permission denied");
+        assert_eq!(
+            e.to_string(),
+            "binding \"/run/x.sock\": permission denied"
+        );
         assert_eq!(e.exit_code(), EXIT_FAILURE);
         assert_eq!(Error::usage("bad").exit_code(), EXIT_USAGE);
     }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use crate::api::Handler;
 use crate::builtin::ServerFacts;
 use crate::cgi;
-use crate::cli::{DEFAULT_GRACE_SECS, DEFAULT_IO_TIMEOUT_SECS, DEFAULT_MAX_CONNS};
+use crate::cli::{
+    DEFAULT_GRACE_SECS, DEFAULT_IO_TIMEOUT_SECS, DEFAULT_MAX_CONNS,
+};
 use crate::error::{Error, Result};
 use crate::fcgi::conn::Limits;
 use crate::listen::{BindAddr, Listener};
@@ -149,7 +151,11 @@ impl Server {
     pub fn run(mut self) -> Result<()> {
         sys::ensure_std_fds()
             .map_err(|e| Error::io("opening /dev/null on fds 0-2", e))?;
-        let mode = mode::decide(&mode::probe(), self.mode, self.bind.as_ref())?;
+        sys::cloexec_inherited_fds().map_err(|e| {
+            Error::io("listing inherited fds in /proc/self/fd", e)
+        })?;
+        let mode =
+            mode::decide(&mode::probe(), self.mode, self.bind.as_ref())?;
         let workers = if mode == Mode::Cgi { 1 } else { self.workers };
         let _ = FACTS.set(ServerFacts {
             mode: mode.to_string(),

@@ -40,7 +40,8 @@ impl BindAddr {
     /// them: `unix:/path`, `/path`, `./path`, `tcp:HOST:PORT`,
     /// `tcp6:[V6]:PORT`, `HOST:PORT`, `[V6]:PORT`.
     pub fn parse(s: &str) -> Result<BindAddr> {
-        let bad = |why: &str| Error::usage(format!("bad address {s:?}: {why}"));
+        let bad =
+            |why: &str| Error::usage(format!("bad address {s:?}: {why}"));
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(bad("empty socket path"));
@@ -67,8 +68,12 @@ impl BindAddr {
                 .rsplit_once(':')
                 .ok_or_else(|| bad("expected unix:PATH, /PATH or HOST:PORT"))?
         };
-        if host.is_empty() || (host.contains(':') && !hostport.starts_with('[')) {
-            return Err(bad("expected HOST:PORT, with an IPv6 host in brackets"));
+        if host.is_empty()
+            || (host.contains(':') && !hostport.starts_with('['))
+        {
+            return Err(bad(
+                "expected HOST:PORT, with an IPv6 host in brackets",
+            ));
         }
         port.parse::<u16>()
             .map_err(|_| bad("port must be a number from 0 to 65535"))?;
@@ -104,8 +109,10 @@ impl Listener {
                     .to_socket_addrs()
                     .map_err(|e| Error::io(what(), e))?
                     .collect();
-                let sock = TcpListener::bind(&addrs[..]).map_err(|e| Error::io(what(), e))?;
-                sock.set_nonblocking(true).map_err(|e| Error::io(what(), e))?;
+                let sock = TcpListener::bind(&addrs[..])
+                    .map_err(|e| Error::io(what(), e))?;
+                sock.set_nonblocking(true)
+                    .map_err(|e| Error::io(what(), e))?;
                 Ok(Listener::Tcp(sock))
             }
         }
@@ -114,8 +121,10 @@ impl Listener {
     /// Adopts an inherited listening socket (fd 0, or systemd's fd 3...).
     pub fn from_fd(fd: RawFd) -> Result<Listener> {
         let what = || format!("using inherited socket fd {fd}");
-        let owned: OwnedFd = sys::adopt_fd(fd).map_err(|e| Error::io(what(), e))?;
-        let family = sys::socket_family(fd).map_err(|e| Error::io(what(), e))?;
+        let owned: OwnedFd =
+            sys::adopt_fd(fd).map_err(|e| Error::io(what(), e))?;
+        let family =
+            sys::socket_family(fd).map_err(|e| Error::io(what(), e))?;
         let l = if sys::is_unix_family(family) {
             Listener::Unix {
                 sock: UnixListener::from(owned),
@@ -242,7 +251,9 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener> {
     };
     if let Some(mode) = mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(format!("setting mode {mode:o} on {path:?}"), e))?;
+            .map_err(|e| {
+                Error::io(format!("setting mode {mode:o} on {path:?}"), e)
+            })?;
     }
     l.set_nonblocking().map_err(|e| Error::io(what(), e))?;
     Ok(l)
@@ -317,7 +328,9 @@ impl Wire for Stream {
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A reset peer is a closed peer.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Ok(0)
+                }
                 r => return r,
             }
         }
@@ -336,7 +349,9 @@ impl Wire for Stream {
             match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(Interest::Write)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(Interest::Write)?
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -376,7 +391,15 @@ mod tests {
             let got = BindAddr::parse(input);
             assert_eq!(got.ok(), want.as_ref().ok().cloned(), "{input}");
         }
-        for bad in ["unix:", "9000", "::1:9000", "host:", "host:99999", "[x]:1", "a b"] {
+        for bad in [
+            "unix:",
+            "9000",
+            "::1:9000",
+            "host:",
+            "host:99999",
+            "[x]:1",
+            "a b",
+        ] {
             assert!(BindAddr::parse(bad).is_err(), "{bad} accepted");
         }
     }

@@ -3,23 +3,88 @@
 //! and the exit status of `error.rs`.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use fcgi_launch::cgi::env::EnvPolicy;
+use fcgi_launch::cgi::exec::{CgiConfig, CgiProgram};
 use fcgi_launch::cli::{self, Command, Config};
-use fcgi_launch::{logging, Error, Server};
+use fcgi_launch::local::{self, LocalRequest};
+use fcgi_launch::{client, logging, Error, Handler, Server};
 
-fn run(config: Config) -> Result<(), Error> {
-    logging::init(config.verbosity);
-    let handler = match config.builtin {
-        Some(b) => b,
-        None => {
-            return Err(Error::usage(format!(
-                "no handler: give --builtin NAME or a PROGRAM\n{}",
-                cli::USAGE
-            )))
-        }
+/// Exit status of a hand test or health check whose answer was not a
+/// success (2xx or 3xx).
+const EXIT_BAD_ANSWER: u8 = fcgi_launch::EXIT_FAILURE;
+
+fn handler(config: &Config) -> Result<Arc<dyn Handler>, Error> {
+    let policy = EnvPolicy {
+        clear: config.clear_env,
+        pass: config.pass_env.clone(),
+        set: config.env.clone(),
+        script_name: config.script_name.clone().map(String::into_bytes),
     };
-    let mut server = Server::new(handler)
+    if let Some(b) = config.builtin {
+        return Ok(b.handler(policy));
+    }
+    let program = config
+        .program
+        .split_first()
+        .map(|(p, args)| (p.clone(), args.to_vec()));
+    let cgi = CgiProgram::new(CgiConfig {
+        program,
+        root: config.root.clone(),
+        chdir: config.chdir.clone(),
+        env: policy,
+        timeout: config.timeout,
+        log_stderr: config.log_stderr,
+    })
+    .map_err(|e| Error::usage(e.to_string()))?;
+    Ok(Arc::new(cgi))
+}
+
+/// `--request`, in process or with `--connect`: prints the response and
+/// says whether it was a success.
+fn hand_test(config: &Config, line: &str) -> Result<ExitCode, Error> {
+    let req =
+        LocalRequest::parse(line, &config.headers, config.data.as_deref())?;
+    let root = local::document_root(config.root.as_deref())?;
+    let status = match &config.connect {
+        Some(addr) => {
+            let answer = client::send(
+                addr,
+                &req.params(&root),
+                &req.body,
+                config.io_timeout,
+            )?;
+            std::io::stdout()
+                .write_all(&answer.stdout)
+                .map_err(|e| Error::io("writing the response to stdout", e))?;
+            let _ = std::io::stderr().write_all(&answer.stderr);
+            if answer.protocol_status != 0 {
+                eprintln!("fcgi-launch: {addr} refused the request (protocolStatus {})", answer.protocol_status);
+                return Ok(ExitCode::from(EXIT_BAD_ANSWER));
+            }
+            answer.status()
+        }
+        None => local::run(&*handler(config)?, &req, &root)?,
+    };
+    if local::success(status) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match status {
+        Some(s) => eprintln!("fcgi-launch: {line}: answered status {s}"),
+        None => eprintln!("fcgi-launch: {line}: no valid CGI response"),
+    }
+    Ok(ExitCode::from(EXIT_BAD_ANSWER))
+}
+
+fn run(config: Config) -> Result<ExitCode, Error> {
+    logging::init(config.verbosity);
+    if let Some(line) = &config.request {
+        return hand_test(&config, line);
+    }
+    let mut server = Server::from_arc(handler(&config)?)
         .max_conns(config.max_conns)
         .io_timeout(config.io_timeout)
         .grace(config.grace);
@@ -38,7 +103,7 @@ fn run(config: Config) -> Result<(), Error> {
     if !config.allow.is_empty() {
         server = server.allow(config.allow);
     }
-    server.run()
+    server.run().map(|()| ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -56,7 +121,7 @@ fn main() -> ExitCode {
         Err(e) => Err(e),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             for line in e.to_string().lines() {
                 eprintln!("fcgi-launch: {line}");

@@ -175,25 +175,115 @@ mod tests {
             ..probe(Other)
         };
         let fc = Some(ForcedMode::FastCgi);
-        let table: Vec<(&str, Probe, Option<ForcedMode>, Option<&BindAddr>, Option<Mode>)> = vec![
+        let table: Vec<(
+            &str,
+            Probe,
+            Option<ForcedMode>,
+            Option<&BindAddr>,
+            Option<Mode>,
+        )> = vec![
             // 1. --mode is obeyed.
-            ("mode cgi", probe(ListeningSocket), Some(ForcedMode::Cgi), None, Some(Mode::Cgi)),
-            ("mode fastcgi fd0", probe(ListeningSocket), fc, None, Some(Mode::FastCgiFd0)),
-            ("mode fastcgi bind", probe(Terminal), fc, Some(&bind), Some(Mode::Bind(bind.clone()))),
+            (
+                "mode cgi",
+                probe(ListeningSocket),
+                Some(ForcedMode::Cgi),
+                None,
+                Some(Mode::Cgi),
+            ),
+            (
+                "mode fastcgi fd0",
+                probe(ListeningSocket),
+                fc,
+                None,
+                Some(Mode::FastCgiFd0),
+            ),
+            (
+                "mode fastcgi bind",
+                probe(Terminal),
+                fc,
+                Some(&bind),
+                Some(Mode::Bind(bind.clone())),
+            ),
             ("mode fastcgi, no socket", cgi.clone(), fc, None, None),
             // 2. --bind wins over what fd 0 is.
-            ("bind", probe(ListeningSocket), None, Some(&bind), Some(Mode::Bind(bind.clone()))),
+            (
+                "bind",
+                probe(ListeningSocket),
+                None,
+                Some(&bind),
+                Some(Mode::Bind(bind.clone())),
+            ),
             // 3. socket activation, only for our pid.
-            ("activated", activated.clone(), None, None, Some(Mode::SocketActivated(vec![3, 4]))),
-            ("other pid", Probe { listen_pid: Some("7".into()), ..activated.clone() }, None, None, None),
-            ("zero fds", Probe { listen_fds: Some("0".into()), ..activated.clone() }, None, None, None),
-            ("junk fds", Probe { listen_fds: Some("x".into()), ..activated.clone() }, None, None, None),
+            (
+                "activated",
+                activated.clone(),
+                None,
+                None,
+                Some(Mode::SocketActivated(vec![3, 4])),
+            ),
+            (
+                "other pid",
+                Probe {
+                    listen_pid: Some("7".into()),
+                    ..activated.clone()
+                },
+                None,
+                None,
+                None,
+            ),
+            (
+                "zero fds",
+                Probe {
+                    listen_fds: Some("0".into()),
+                    ..activated.clone()
+                },
+                None,
+                None,
+                None,
+            ),
+            (
+                "junk fds",
+                Probe {
+                    listen_fds: Some("x".into()),
+                    ..activated.clone()
+                },
+                None,
+                None,
+                None,
+            ),
             // 4. a listening socket on fd 0, even with GATEWAY_INTERFACE.
-            ("fd0", Probe { gateway_interface: true, ..probe(ListeningSocket) }, None, None, Some(Mode::FastCgiFd0)),
+            (
+                "fd0",
+                Probe {
+                    gateway_interface: true,
+                    ..probe(ListeningSocket)
+                },
+                None,
+                None,
+                Some(Mode::FastCgiFd0),
+            ),
             // 5. CGI, with a pipe or a connected socket (mod_cgid) on fd 0.
             ("cgi pipe", cgi.clone(), None, None, Some(Mode::Cgi)),
-            ("cgi socket", Probe { fd0: ConnectedSocket, ..cgi.clone() }, None, None, Some(Mode::Cgi)),
-            ("cgi closed", Probe { fd0: Closed, ..cgi.clone() }, None, None, Some(Mode::Cgi)),
+            (
+                "cgi socket",
+                Probe {
+                    fd0: ConnectedSocket,
+                    ..cgi.clone()
+                },
+                None,
+                None,
+                Some(Mode::Cgi),
+            ),
+            (
+                "cgi closed",
+                Probe {
+                    fd0: Closed,
+                    ..cgi.clone()
+                },
+                None,
+                None,
+                Some(Mode::Cgi),
+            ),
             // 6. a person at a terminal.
             ("terminal", probe(Terminal), None, None, None),
             ("connected socket", probe(ConnectedSocket), None, None, None),

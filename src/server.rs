@@ -104,7 +104,9 @@ pub fn serve(
     let what = |e| Error::io("starting the server", e);
     let poller = Poller::new().map_err(what)?;
     let (stop_read, stop_write) = sys::pipe().map_err(what)?;
-    poller.add_level(stop_read.as_raw_fd(), STOP_TOKEN).map_err(what)?;
+    poller
+        .add_level(stop_read.as_raw_fd(), STOP_TOKEN)
+        .map_err(what)?;
     for (i, l) in listeners.iter().enumerate() {
         poller
             .add_oneshot(l.as_raw_fd(), LISTENER_TOKEN + i as u64)
@@ -155,7 +157,10 @@ pub fn serve(
                 std::io::Error::other("every worker thread stopped"),
             ));
         }
-        if signals.wait(Duration::from_millis(500)).contains(&Signal::Stop) {
+        if signals
+            .wait(Duration::from_millis(500))
+            .contains(&Signal::Stop)
+        {
             break;
         }
     }
@@ -164,6 +169,7 @@ pub fn serve(
     while alive.load(Ordering::SeqCst) > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            sh.handler.stop();
             log::warn!(
                 "{} requests still running after the {} s grace period; exiting",
                 sh.busy.load(Ordering::SeqCst),
@@ -173,6 +179,7 @@ pub fn serve(
         }
         let wait = left.min(Duration::from_millis(50));
         if signals.wait(wait).contains(&Signal::Stop) {
+            sh.handler.stop();
             return Err(Error::io(
                 "stopping",
                 std::io::Error::other(format!(
@@ -225,7 +232,9 @@ fn worker(sh: &Shared) {
         };
         match token {
             STOP_TOKEN => break,
-            t if t >= LISTENER_TOKEN => accept(sh, (t - LISTENER_TOKEN) as usize),
+            t if t >= LISTENER_TOKEN => {
+                accept(sh, (t - LISTENER_TOKEN) as usize)
+            }
             t => {
                 if let Some((slot, entry)) = take(sh, t) {
                     serve_conn(sh, Some(slot), entry);
@@ -297,7 +306,9 @@ pub fn allowed(allow: &[IpAddr], ip: IpAddr) -> bool {
 
 fn rearm_listener(sh: &Shared, i: usize) {
     if let Some(l) = sh.listeners.get(i) {
-        if let Err(e) = sh.poller.rearm(l.as_raw_fd(), LISTENER_TOKEN + i as u64) {
+        if let Err(e) =
+            sh.poller.rearm(l.as_raw_fd(), LISTENER_TOKEN + i as u64)
+        {
             log::error!("watching {l}: {e}");
         }
     }
@@ -332,7 +343,10 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
             }
             Ok(Progress::Done) => return close(sh, slot),
             Err(e) => {
-                log::warn!("{}: {e}; closing the connection", entry.stream.peer());
+                log::warn!(
+                    "{}: {e}; closing the connection",
+                    entry.stream.peer()
+                );
                 return close(sh, slot);
             }
         }
@@ -407,7 +421,9 @@ fn close(sh: &Shared, slot: Option<usize>) {
         lock(&sh.free).push(i);
     }
     sh.conns.fetch_sub(1, Ordering::SeqCst);
-    if sh.listening_paused.swap(false, Ordering::SeqCst) && !sh.stopping.load(Ordering::SeqCst) {
+    if sh.listening_paused.swap(false, Ordering::SeqCst)
+        && !sh.stopping.load(Ordering::SeqCst)
+    {
         for i in 0..sh.listeners.len() {
             rearm_listener(sh, i);
         }
@@ -458,7 +474,8 @@ mod tests {
 
     #[test]
     fn allow_list_matches_mapped_addresses() {
-        let allow: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let allow: Vec<IpAddr> =
+            vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         assert!(allowed(&allow, "127.0.0.1".parse().unwrap()));
         assert!(allowed(&allow, "::ffff:127.0.0.1".parse().unwrap()));
         assert!(allowed(&allow, "::1".parse().unwrap()));

@@ -49,8 +49,7 @@ impl Signals {
 
     /// Waits up to `timeout` and returns the signals received meanwhile.
     pub fn wait(&self, timeout: Duration) -> Vec<Signal> {
-        if !sys::wait_fd(self.fd(), Interest::Read, timeout).unwrap_or(false)
-        {
+        if !sys::wait_fd(self.fd(), Interest::Read, timeout).unwrap_or(false) {
             return Vec::new();
         }
         sys::read_bytes(self.fd())

@@ -78,9 +78,15 @@ pub fn fd_kind(fd: RawFd) -> FdKind {
         std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: addr/alen describe a buffer we own.
     let r = unsafe {
-        libc::getpeername(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut alen)
+        libc::getpeername(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut alen,
+        )
     };
-    if r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN) {
+    if r == -1
+        && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+    {
         FdKind::ListeningSocket
     } else {
         FdKind::ConnectedSocket
@@ -95,7 +101,11 @@ pub fn socket_family(fd: RawFd) -> io::Result<i32> {
         std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: addr/len describe a buffer we own.
     syscall!(unsafe {
-        libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len)
+        libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
     })?;
     Ok(i32::from(addr.ss_family))
 }
@@ -122,7 +132,9 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on an fd we hold; no memory is passed.
     let flags = syscall!(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
     // SAFETY: as above.
-    syscall!(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    syscall!(unsafe {
+        libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC)
+    })?;
     Ok(())
 }
 
@@ -135,7 +147,9 @@ pub fn ensure_std_fds() -> io::Result<()> {
             let path = b"/dev/null\0";
             // SAFETY: a NUL-terminated path literal; the new fd is the
             // lowest free one, which is `fd`, and is kept open for good.
-            syscall!(unsafe { libc::open(path.as_ptr().cast(), libc::O_RDWR) })?;
+            syscall!(unsafe {
+                libc::open(path.as_ptr().cast(), libc::O_RDWR)
+            })?;
         }
     }
     Ok(())
@@ -160,7 +174,11 @@ pub enum Interest {
 /// Waits until `fd` is ready for `interest`, at most `timeout`. Returns
 /// true if and only if it became ready (hang-ups and errors count as
 /// ready: the next read or write reports them).
-pub fn wait_fd(fd: RawFd, interest: Interest, timeout: Duration) -> io::Result<bool> {
+pub fn wait_fd(
+    fd: RawFd,
+    interest: Interest,
+    timeout: Duration,
+) -> io::Result<bool> {
     let events = match interest {
         Interest::Read => libc::POLLIN,
         Interest::Write => libc::POLLOUT,
@@ -193,20 +211,29 @@ impl Poller {
     /// Creates the epoll instance (close-on-exec).
     pub fn new() -> io::Result<Poller> {
         // SAFETY: epoll_create1 returns a new fd or -1.
-        let fd = syscall!(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        let fd =
+            syscall!(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: the fd was just created and is owned by nobody else.
         Ok(Poller {
             ep: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
 
-    fn ctl(&self, op: i32, fd: RawFd, token: u64, flags: u32) -> io::Result<()> {
+    fn ctl(
+        &self,
+        op: i32,
+        fd: RawFd,
+        token: u64,
+        flags: u32,
+    ) -> io::Result<()> {
         let mut ev = libc::epoll_event {
             events: flags,
             u64: token,
         };
         // SAFETY: ev is a valid epoll_event for the duration of the call.
-        syscall!(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) })?;
+        syscall!(unsafe {
+            libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev)
+        })?;
         Ok(())
     }
 
@@ -237,11 +264,17 @@ impl Poller {
 
     /// Waits for one event at most `timeout` (None: forever); returns its
     /// token, or None on timeout or signal interruption.
-    pub fn wait_one(&self, timeout: Option<Duration>) -> io::Result<Option<u64>> {
+    pub fn wait_one(
+        &self,
+        timeout: Option<Duration>,
+    ) -> io::Result<Option<u64>> {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        let ms =
+            timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
         // SAFETY: one epoll_event buffer we own, maxevents 1.
-        match syscall!(unsafe { libc::epoll_wait(self.ep.as_raw_fd(), &mut ev, 1, ms) }) {
+        match syscall!(unsafe {
+            libc::epoll_wait(self.ep.as_raw_fd(), &mut ev, 1, ms)
+        }) {
             Ok(0) => Ok(None),
             Ok(_) => Ok(Some(ev.u64)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
@@ -254,9 +287,15 @@ impl Poller {
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: fds is a valid array of two ints.
-    syscall!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    syscall!(unsafe {
+        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK)
+    })?;
     // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(
+        unsafe {
+            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+        },
+    )
 }
 
 /// Writes the byte `b` to `fd`, ignoring every error; async-signal-safe.
@@ -329,9 +368,27 @@ pub fn kill_group(pgid: u32, sig: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends `sig` to the process `pid`.
-pub fn kill(pid: u32, sig: i32) -> io::Result<()> {
-    // SAFETY: kill(2) takes no memory.
-    syscall!(unsafe { libc::kill(pid as libc::pid_t, sig) })?;
+/// True if and only if we may execute `path` (access(2) with X_OK).
+pub fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid NUL-terminated string for the call's duration.
+    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// Marks every open fd from 3 up close-on-exec, so that nothing our
+/// parent left open (a web server's sockets, a log file) reaches the
+/// programs we run. Call once at start-up.
+pub fn cloexec_inherited_fds() -> io::Result<()> {
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= 3)
+        .collect();
+    for fd in fds {
+        // The directory's own fd is closed by now: EBADF is expected.
+        let _ = set_cloexec(fd);
+    }
     Ok(())
 }

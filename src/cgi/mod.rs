@@ -2,6 +2,8 @@
 //! the environment and stdin to stdout, and the pure CGI pieces shared
 //! with the FastCGI side (the response header parser).
 
+pub mod env;
+pub mod exec;
 pub mod response;
 
 use std::io::{self, Read, Write};
@@ -10,8 +12,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::api::{
-    self, Body, Handler, Output, Param, Request, Response, Role,
-    StderrHandle, Transport,
+    self, Body, Handler, Output, Param, Request, Response, Role, StderrHandle,
+    Transport,
 };
 use crate::error::{Error, Result};
 
@@ -22,7 +24,8 @@ fn env_params() -> Vec<Param> {
         .collect()
 }
 
-struct StdOutput;
+/// Output to our own stdout and stderr (CGI mode and `--request`).
+pub(crate) struct StdOutput;
 
 impl Output for StdOutput {
     fn stdout(&mut self, data: &[u8]) -> io::Result<()> {

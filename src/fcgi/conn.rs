@@ -201,7 +201,11 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection over `wire`.
-    pub fn new(wire: Arc<dyn Wire>, limits: Limits, capacity: Capacity) -> Conn {
+    pub fn new(
+        wire: Arc<dyn Wire>,
+        limits: Limits,
+        capacity: Capacity,
+    ) -> Conn {
         Conn {
             tx: Arc::new(Tx {
                 wire: Arc::clone(&wire),
@@ -267,10 +271,13 @@ impl Conn {
     /// Handles the records in the buffer; Some when there is news.
     fn step(&mut self, rx: &mut Rx) -> Result<Option<Progress>> {
         loop {
-            let (rtype, id, used, content) = match record::parse_record(rx.pending())? {
-                Status::Complete(r, used) => (r.rtype, r.request_id, used, r.content.to_vec()),
-                Status::Partial => return Ok(None),
-            };
+            let (rtype, id, used, content) =
+                match record::parse_record(rx.pending())? {
+                    Status::Complete(r, used) => {
+                        (r.rtype, r.request_id, used, r.content.to_vec())
+                    }
+                    Status::Partial => return Ok(None),
+                };
             rx.consume(used);
             if let Some(p) = self.on_record(rtype, id, &content)? {
                 return Ok(Some(p));
@@ -278,7 +285,12 @@ impl Conn {
         }
     }
 
-    fn on_record(&mut self, rtype: RecordType, id: u16, content: &[u8]) -> Result<Option<Progress>> {
+    fn on_record(
+        &mut self,
+        rtype: RecordType,
+        id: u16,
+        content: &[u8],
+    ) -> Result<Option<Progress>> {
         let active = self.pending.as_ref().map(|p| p.id);
         match rtype {
             RecordType::BeginRequest if id == NULL_REQUEST_ID => Err(Error::protocol(
@@ -392,10 +404,14 @@ impl Conn {
             if rest.is_empty() {
                 return Ok(());
             }
-            let Status::Complete((name_len, value_len), head) = parse_pair_head(rest) else {
+            let Status::Complete((name_len, value_len), head) =
+                parse_pair_head(rest)
+            else {
                 return Ok(());
             };
-            if name_len as usize > limits.name_len || value_len as usize > limits.value_len {
+            if name_len as usize > limits.name_len
+                || value_len as usize > limits.value_len
+            {
                 return Err(Error::protocol(format!(
                     "name-value pair with a {name_len}-byte name and a {value_len}-byte value (limits: {} and {})",
                     limits.name_len, limits.value_len
@@ -407,7 +423,9 @@ impl Conn {
                     limits.params_count
                 )));
             }
-            let Status::Complete((name, value), used) = params::parse_pair(rest) else {
+            let Status::Complete((name, value), used) =
+                params::parse_pair(rest)
+            else {
                 return Ok(());
             };
             debug_assert!(used >= head);
@@ -459,14 +477,26 @@ impl Conn {
             record::push_stream(&mut out, RecordType::Stdout, head.id, &tail);
             record::push_end_of_stream(&mut out, RecordType::Stdout, head.id);
             if stderr_used.load(Ordering::Relaxed) {
-                record::push_end_of_stream(&mut out, RecordType::Stderr, head.id);
+                record::push_end_of_stream(
+                    &mut out,
+                    RecordType::Stderr,
+                    head.id,
+                );
             }
         }
-        record::push_end_request(&mut out, head.id, app_status, ProtocolStatus::RequestComplete);
+        record::push_end_request(
+            &mut out,
+            head.id,
+            app_status,
+            ProtocolStatus::RequestComplete,
+        );
         if let Err(e) = self.tx.send(&out) {
             // Some servers read the END_REQUEST header and close at once
             // (DESIGN §11): a failure here is routine, not an alarm.
-            log::debug!("request {}: sending the end of the response: {e}", head.id);
+            log::debug!(
+                "request {}: sending the end of the response: {e}",
+                head.id
+            );
             return false;
         }
         if was_aborted {
@@ -488,7 +518,10 @@ impl Conn {
         let rx = lock(&self.rx);
         let mut rest = rx.pending();
         while let Ok(Status::Complete(r, used)) = record::parse_record(rest) {
-            if r.rtype == RecordType::Stdin && r.request_id == id && r.content.is_empty() {
+            if r.rtype == RecordType::Stdin
+                && r.request_id == id
+                && r.content.is_empty()
+            {
                 return true;
             }
             rest = &rest[used..];
@@ -519,7 +552,12 @@ const LINGER_BYTES: usize = 16 << 20;
 
 /// Answers a management record (request id 0): GET_VALUES gets the values
 /// asked for that we know, anything else UNKNOWN_TYPE (spec §4).
-fn reply_management(tx: &Tx, rtype: RecordType, content: &[u8], cap: Capacity) -> Result<()> {
+fn reply_management(
+    tx: &Tx,
+    rtype: RecordType,
+    content: &[u8],
+    cap: Capacity,
+) -> Result<()> {
     let mut out = Vec::new();
     if rtype == RecordType::GetValues {
         let mut body = Vec::new();
@@ -533,11 +571,17 @@ fn reply_management(tx: &Tx, rtype: RecordType, content: &[u8], cap: Capacity) -
             };
             params::push_pair(&mut body, name, value.as_bytes());
         }
-        record::push_record(&mut out, RecordType::GetValuesResult, NULL_REQUEST_ID, &body);
+        record::push_record(
+            &mut out,
+            RecordType::GetValuesResult,
+            NULL_REQUEST_ID,
+            &body,
+        );
     } else {
         record::push_unknown_type(&mut out, rtype.as_u8());
     }
-    tx.send(&out).map_err(|e| Error::io("writing a management reply", e))
+    tx.send(&out)
+        .map_err(|e| Error::io("writing a management reply", e))
 }
 
 /// The request body as the handler reads it: STDIN records of our
@@ -567,7 +611,8 @@ impl FcgiBody {
         let rx = Arc::clone(&self.rx);
         let mut rx = lock(&rx);
         loop {
-            let parsed = record::parse_record(rx.pending()).map_err(io::Error::from)?;
+            let parsed =
+                record::parse_record(rx.pending()).map_err(io::Error::from)?;
             let Status::Complete(r, used) = parsed else {
                 if rx.eof {
                     return Err(self.abort("the web server closed the connection during the request body"));
@@ -588,11 +633,20 @@ impl FcgiBody {
                     return Ok(true);
                 }
                 RecordType::AbortRequest if id == self.id => {
-                    return Err(self.abort("the web server aborted the request"));
+                    return Err(
+                        self.abort("the web server aborted the request")
+                    );
                 }
-                RecordType::BeginRequest if id != self.id && id != NULL_REQUEST_ID => {
+                RecordType::BeginRequest
+                    if id != self.id && id != NULL_REQUEST_ID =>
+                {
                     let mut out = Vec::new();
-                    record::push_end_request(&mut out, id, 0, ProtocolStatus::CantMpxConn);
+                    record::push_end_request(
+                        &mut out,
+                        id,
+                        0,
+                        ProtocolStatus::CantMpxConn,
+                    );
                     self.tx.send(&out)?;
                 }
                 _ if id == NULL_REQUEST_ID => {
@@ -621,7 +675,11 @@ impl io::Read for FcgiBody {
                 return Ok(n);
             }
             if self.done || self.aborted.load(Ordering::Relaxed) {
-                return if self.done { Ok(0) } else { Err(self.abort("the request was aborted")) };
+                return if self.done {
+                    Ok(0)
+                } else {
+                    Err(self.abort("the request was aborted"))
+                };
             }
             if !self.next_chunk()? {
                 return Ok(0);
@@ -633,6 +691,62 @@ impl io::Read for FcgiBody {
 impl BodySource for FcgiBody {
     fn finished(&self) -> bool {
         self.done
+    }
+
+    fn poll_abort(&mut self) -> bool {
+        if self.aborted.load(Ordering::Relaxed) {
+            return true;
+        }
+        if !self.done {
+            return false;
+        }
+        let rx = Arc::clone(&self.rx);
+        let mut rx = lock(&rx);
+        if rx.fill_now(&*self.wire).is_err() {
+            self.aborted.store(true, Ordering::Relaxed);
+            return true;
+        }
+        loop {
+            let Ok(Status::Complete(r, used)) =
+                record::parse_record(rx.pending())
+            else {
+                break;
+            };
+            let (rtype, id) = (r.rtype, r.request_id);
+            let content = r.content.to_vec();
+            rx.consume(used);
+            let reply = match rtype {
+                RecordType::AbortRequest if id == self.id => {
+                    self.aborted.store(true, Ordering::Relaxed);
+                    return true;
+                }
+                RecordType::BeginRequest
+                    if id != self.id && id != NULL_REQUEST_ID =>
+                {
+                    let mut out = Vec::new();
+                    record::push_end_request(
+                        &mut out,
+                        id,
+                        0,
+                        ProtocolStatus::CantMpxConn,
+                    );
+                    self.tx.send(&out).is_ok()
+                }
+                _ if id == NULL_REQUEST_ID => {
+                    reply_management(&self.tx, rtype, &content, self.capacity)
+                        .is_ok()
+                }
+                _ => true,
+            };
+            if !reply {
+                self.aborted.store(true, Ordering::Relaxed);
+                return true;
+            }
+        }
+        if rx.eof {
+            self.aborted.store(true, Ordering::Relaxed);
+        }
+        rx.eof
     }
 }
 

@@ -13,10 +13,9 @@ pub fn parse_len(b: &[u8]) -> Status<u32> {
     match b {
         [] => Status::Partial,
         [n, ..] if n & 0x80 == 0 => Status::Complete(u32::from(*n), 1),
-        [b3, b2, b1, b0, ..] => Status::Complete(
-            u32::from_be_bytes([b3 & 0x7f, *b2, *b1, *b0]),
-            4,
-        ),
+        [b3, b2, b1, b0, ..] => {
+            Status::Complete(u32::from_be_bytes([b3 & 0x7f, *b2, *b1, *b0]), 4)
+        }
         _ => Status::Partial,
     }
 }
@@ -109,7 +108,8 @@ pub fn push_len(out: &mut Vec<u8>, len: u32) {
 /// Appends one pair. Returns false, and appends nothing, if and only if a
 /// length does not fit the 31-bit field.
 pub fn push_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> bool {
-    let (Ok(n), Ok(v)) = (u32::try_from(name.len()), u32::try_from(value.len()))
+    let (Ok(n), Ok(v)) =
+        (u32::try_from(name.len()), u32::try_from(value.len()))
     else {
         return false;
     };

@@ -254,7 +254,12 @@ fn push_header(out: &mut Vec<u8>, rtype: RecordType, id: u16, len: u16) -> u8 {
 
 /// Appends one record carrying `content` (at most 65535 bytes: longer
 /// content is cut at the limit, so use [`push_stream`] for streams).
-pub fn push_record(out: &mut Vec<u8>, rtype: RecordType, id: u16, content: &[u8]) {
+pub fn push_record(
+    out: &mut Vec<u8>,
+    rtype: RecordType,
+    id: u16,
+    content: &[u8],
+) {
     let content = &content[..content.len().min(MAX_CONTENT)];
     // The cut above makes this conversion exact.
     let len = u16::try_from(content.len()).unwrap_or(u16::MAX);
@@ -266,7 +271,12 @@ pub fn push_record(out: &mut Vec<u8>, rtype: RecordType, id: u16, content: &[u8]
 /// Appends `data` as stream records of at most 65535 bytes each. Empty
 /// `data` appends nothing: the empty record that ends a stream is written
 /// by [`push_end_of_stream`].
-pub fn push_stream(out: &mut Vec<u8>, rtype: RecordType, id: u16, data: &[u8]) {
+pub fn push_stream(
+    out: &mut Vec<u8>,
+    rtype: RecordType,
+    id: u16,
+    data: &[u8],
+) {
     for chunk in data.chunks(MAX_CONTENT) {
         push_record(out, rtype, id, chunk);
     }
