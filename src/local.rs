@@ -176,11 +176,12 @@ impl LocalRequest {
 /// The document root a hand test uses: `--root`, else the working
 /// directory (as if the web server's root were here).
 pub fn document_root(root: Option<&Path>) -> Result<PathBuf> {
-    match root {
-        Some(r) => Ok(r.to_path_buf()),
-        None => std::env::current_dir()
-            .map_err(|e| Error::io("finding the working directory", e)),
-    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::io("finding the working directory", e))?;
+    Ok(match root {
+        Some(r) => cwd.join(r),
+        None => cwd,
+    })
 }
 
 /// True if and only if `status` means success for a health check.
