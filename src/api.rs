@@ -229,18 +229,20 @@ pub(crate) trait Output: Send {
     fn stderr(&self) -> StderrHandle;
 }
 
+/// A function that sends stderr bytes somewhere.
+pub(crate) type StderrSink =
+    Arc<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>;
+
 /// Writes to the request's stderr stream (FastCGI `STDERR`, which web
 /// servers put in their error log; in CGI mode our own stderr). Cheap to
 /// clone and usable from any thread.
 #[derive(Clone)]
 pub struct StderrHandle {
-    sink: Arc<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>,
+    sink: StderrSink,
 }
 
 impl StderrHandle {
-    pub(crate) fn new(
-        sink: Arc<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>,
-    ) -> StderrHandle {
+    pub(crate) fn new(sink: StderrSink) -> StderrHandle {
         StderrHandle { sink }
     }
 

@@ -83,7 +83,7 @@ pub enum Command {
     /// Print the version and exit 0.
     Version,
     /// Serve.
-    Run(Config),
+    Run(Box<Config>),
 }
 
 /// The one-line synopsis.
@@ -210,7 +210,7 @@ fn positive(v: &str, opt: &str) -> Result<usize> {
 
 fn seconds(v: &str, opt: &str) -> Result<Duration> {
     let s: f64 = number(v, opt)?;
-    if !(s.is_finite() && s >= 0.0 && s <= 1e9) {
+    if !(0.0..=1e9).contains(&s) {
         return Err(Error::usage(format!(
             "--{opt}: {v:?} is not a number of seconds"
         )));
@@ -289,7 +289,7 @@ pub fn parse(args: &[OsString]) -> Result<Command> {
     if m.opt_present("connect") && (builtin.is_some() || !program.is_empty()) {
         return Err(Error::usage("--connect sends the request to a server: give no --builtin or PROGRAM"));
     }
-    Ok(Command::Run(Config {
+    Ok(Command::Run(Box::new(Config {
         root: m.opt_str("root").map(PathBuf::from),
         chdir: m.opt_str("chdir").map(PathBuf::from),
         env,
@@ -338,7 +338,7 @@ pub fn parse(args: &[OsString]) -> Result<Command> {
         socket_mode,
         allow,
         verbosity: m.opt_count("verbose") as i32 - m.opt_count("quiet") as i32,
-    }))
+    })))
 }
 
 #[cfg(test)]
@@ -348,7 +348,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Config> {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         match parse(&args)? {
-            Command::Run(c) => Ok(c),
+            Command::Run(c) => Ok(*c),
             other => panic!("{other:?}"),
         }
     }

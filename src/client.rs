@@ -12,7 +12,7 @@ use crate::api::Param;
 use crate::cgi::response;
 use crate::error::{Error, Result};
 use crate::fcgi::params;
-use crate::fcgi::record::{self, RecordType, Status, KEEP_CONN};
+use crate::fcgi::record::{self, RecordType, Status};
 use crate::listen::BindAddr;
 
 /// What came back.
@@ -80,7 +80,7 @@ pub fn send(
         &mut out,
         RecordType::BeginRequest,
         id,
-        &[0, 1, 0 & KEEP_CONN, 0, 0, 0, 0, 0],
+        &[0, 1, 0, 0, 0, 0, 0, 0],
     );
     let mut stream = Vec::new();
     for (n, v) in params_in {

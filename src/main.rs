@@ -117,7 +117,7 @@ fn main() -> ExitCode {
             println!("fcgi-launch {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Ok(Command::Run(config)) => run(config),
+        Ok(Command::Run(config)) => run(*config),
         Err(e) => Err(e),
     };
     match result {

@@ -175,13 +175,15 @@ mod tests {
             ..probe(Other)
         };
         let fc = Some(ForcedMode::FastCgi);
-        let table: Vec<(
-            &str,
+        // name, probe, --mode, --bind, the mode (None: a usage error)
+        type Row<'a> = (
+            &'a str,
             Probe,
             Option<ForcedMode>,
-            Option<&BindAddr>,
+            Option<&'a BindAddr>,
             Option<Mode>,
-        )> = vec![
+        );
+        let table: Vec<Row> = vec![
             // 1. --mode is obeyed.
             (
                 "mode cgi",

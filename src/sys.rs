@@ -210,13 +210,12 @@ pub struct Poller {
 impl Poller {
     /// Creates the epoll instance (close-on-exec).
     pub fn new() -> io::Result<Poller> {
-        // SAFETY: epoll_create1 returns a new fd or -1.
         let fd =
+            // SAFETY: epoll_create1 returns a new fd or -1.
             syscall!(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: the fd was just created and is owned by nobody else.
-        Ok(Poller {
-            ep: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let ep = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Poller { ep })
     }
 
     fn ctl(

@@ -706,12 +706,9 @@ impl BodySource for FcgiBody {
             self.aborted.store(true, Ordering::Relaxed);
             return true;
         }
-        loop {
-            let Ok(Status::Complete(r, used)) =
-                record::parse_record(rx.pending())
-            else {
-                break;
-            };
+        while let Ok(Status::Complete(r, used)) =
+            record::parse_record(rx.pending())
+        {
             let (rtype, id) = (r.rtype, r.request_id);
             let content = r.content.to_vec();
             rx.consume(used);
