@@ -218,12 +218,12 @@ impl Drop for CountGuard<'_> {
 
 fn worker(sh: &Shared) {
     while !sh.stopping.load(Ordering::SeqCst) {
+        // Runs at most once per SWEEP_EVERY across all workers; called on
+        // every turn because trickling clients keep the workers busy.
+        sweep(sh);
         let token = match sh.poller.wait_one(Some(SWEEP_EVERY)) {
             Ok(Some(t)) => t,
-            Ok(None) => {
-                sweep(sh);
-                continue;
-            }
+            Ok(None) => continue,
             Err(e) => {
                 log::error!("waiting for connections: {e}");
                 thread::sleep(ACCEPT_BACKOFF);
@@ -434,7 +434,9 @@ fn close(sh: &Shared, slot: Option<usize>) {
 /// longer than the I/O timeout (a client that trickles bytes).
 fn sweep(sh: &Shared) {
     {
-        let mut last = lock(&sh.last_sweep);
+        let Ok(mut last) = sh.last_sweep.try_lock() else {
+            return;
+        };
         if last.elapsed() < SWEEP_EVERY {
             return;
         }

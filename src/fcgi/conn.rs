@@ -499,7 +499,9 @@ impl Conn {
             );
             return false;
         }
-        if was_aborted {
+        // After ABORT_REQUEST a kept connection serves on; after a hang-up
+        // there is nothing left to serve.
+        if was_aborted && (!head.keep_conn || lock(&self.rx).eof) {
             return false;
         }
         if !head.keep_conn {

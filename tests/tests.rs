@@ -1,0 +1,12 @@
+//! Integration tests for the `fcgi-launch` binary.
+//!
+//! One test crate: every module lives in `tests/it/` and is listed here
+//! with a `#[path]` line (cargo would build a top-level `tests/*.rs` file
+//! as a crate of its own).  To add a module, put `tests/it/NAME.rs` next
+//! to the others and add two lines below.
+
+#[path = "it/util.rs"]
+mod util;
+
+#[path = "it/fastcgi_mode.rs"]
+mod fastcgi_mode;
