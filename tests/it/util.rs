@@ -807,8 +807,11 @@ pub mod fcgi {
         out
     }
 
+    /// A decoded name-value pair.
+    pub type Pair = (Vec<u8>, Vec<u8>);
+
     /// Decode a complete name-value pair stream.
-    pub fn decode_nv(mut b: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    pub fn decode_nv(mut b: &[u8]) -> Result<Vec<Pair>, String> {
         fn len(b: &mut &[u8]) -> Result<usize, String> {
             let first = *b.first().ok_or("truncated length")?;
             if first & 0x80 == 0 {
