@@ -75,21 +75,58 @@ const RECORD_ROOM: usize = HEADER_LEN + MAX_CONTENT + 255;
 
 /// Bytes received and not yet parsed.
 struct Rx {
+    /// Storage; bytes `start..end` are received and not yet parsed.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     eof: bool,
 }
 
+/// First size of a receive buffer: a whole request head from nginx or
+/// Apache fits; it grows to [`RECORD_ROOM`] only for large records.
+const RX_INITIAL: usize = 8 * 1024;
+
 impl Rx {
+    fn new() -> Rx {
+        Rx {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
     fn pending(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 
     fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops every pending byte.
+    fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Makes room at the end: moves pending bytes to the front, or grows
+    /// the buffer (never past what one record can need).
+    fn make_room(&mut self) {
+        if self.end < self.buf.len() {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        } else {
+            let size = (self.buf.len() * 2).clamp(RX_INITIAL, RECORD_ROOM);
+            self.buf.resize(size, 0);
         }
     }
 
@@ -98,22 +135,21 @@ impl Rx {
         if self.eof {
             return Ok(false);
         }
-        if self.start > 0 && self.buf.len() + 4096 > RECORD_ROOM {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        self.make_room();
+        if self.end == self.buf.len() {
+            // Full of one incomplete record: cannot happen, as a record
+            // fits RECORD_ROOM; treat it as nothing new.
+            return Ok(false);
         }
-        let old = self.buf.len();
-        let room = RECORD_ROOM.saturating_sub(old).max(4096);
-        self.buf.resize(old + room, 0);
-        let r = wire.read_now(&mut self.buf[old..]);
-        let n = *r.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
-        match r {
+        match wire.read_now(&mut self.buf[self.end..]) {
             Ok(0) => {
                 self.eof = true;
                 Ok(true)
             }
-            Ok(_) => Ok(true),
+            Ok(n) => {
+                self.end += n;
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
@@ -129,9 +165,9 @@ impl Rx {
 
     /// Frees the buffer of an idle connection.
     fn shrink(&mut self) {
-        if self.start == self.buf.len() {
+        if self.start == self.end {
             self.buf = Vec::new();
-            self.start = 0;
+            self.clear();
         }
     }
 }
@@ -212,11 +248,7 @@ impl Conn {
                 lock: Mutex::new(()),
             }),
             wire,
-            rx: Arc::new(Mutex::new(Rx {
-                buf: Vec::new(),
-                start: 0,
-                eof: false,
-            })),
+            rx: Arc::new(Mutex::new(Rx::new())),
             pending: None,
             limits,
             capacity,
@@ -271,16 +303,15 @@ impl Conn {
     /// Handles the records in the buffer; Some when there is news.
     fn step(&mut self, rx: &mut Rx) -> Result<Option<Progress>> {
         loop {
-            let (rtype, id, used, content) =
-                match record::parse_record(rx.pending())? {
-                    Status::Complete(r, used) => {
-                        (r.rtype, r.request_id, used, r.content.to_vec())
-                    }
-                    Status::Partial => return Ok(None),
-                };
+            let Status::Complete(r, used) =
+                record::parse_record(rx.pending())?
+            else {
+                return Ok(None);
+            };
+            let news = self.on_record(r.rtype, r.request_id, r.content)?;
             rx.consume(used);
-            if let Some(p) = self.on_record(rtype, id, &content)? {
-                return Ok(Some(p));
+            if news.is_some() {
+                return Ok(news);
             }
         }
     }
@@ -539,12 +570,11 @@ impl Conn {
         let mut rx = lock(&self.rx);
         let mut discarded = 0usize;
         while discarded < LINGER_BYTES {
-            rx.buf.clear();
-            rx.start = 0;
+            rx.clear();
             if rx.fill_wait(&*self.wire).is_err() || rx.eof {
                 return;
             }
-            discarded += rx.buf.len();
+            discarded += rx.pending().len();
         }
     }
 }
