@@ -52,7 +52,7 @@ pub enum Mode {
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Mode::Cgi => f.write_str("CGI (GATEWAY_INTERFACE set)"),
+            Mode::Cgi => f.write_str("CGI: one request on stdin and stdout"),
             Mode::FastCgiFd0 => {
                 f.write_str("FastCGI on the listening socket at fd 0")
             }

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod response;
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -51,7 +52,13 @@ pub fn serve_cgi(handler: &dyn Handler) -> Result<()> {
         .find(|(n, _)| n == b"CONTENT_LENGTH")
         .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok())
         .unwrap_or(0u64);
-    let body = Body::from_reader(io::stdin().take(length));
+    // Not io::stdin(): its buffer would read past CONTENT_LENGTH, which
+    // RFC 3875 §4.2 forbids (the bytes after the body are not ours).
+    let stdin = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("duplicating stdin", e))?;
+    let body = Body::from_reader(std::fs::File::from(stdin).take(length));
     let mut req = Request::new(params, Role::Responder, Transport::Cgi, body);
     let aborted = Arc::new(AtomicBool::new(false));
     let mut resp = Response::new(Box::new(StdOutput), aborted);
