@@ -138,9 +138,9 @@ pub(crate) trait BodySource: Read + Send {
     /// True if and only if the whole body has been read.
     fn finished(&self) -> bool;
 
-    /// See [`Body::poll_abort`].
-    fn poll_abort(&mut self) -> bool {
-        false
+    /// See [`Body::abort_watch`].
+    fn abort_watch(&self) -> AbortWatch {
+        AbortWatch(None)
     }
 }
 
@@ -206,18 +206,37 @@ impl Body {
         self.inner.finished()
     }
 
-    /// Without waiting, handles what the web server sent since the body
-    /// ended; true if and only if it aborted the request or hung up. For
-    /// handlers that wait on something else (a child process) and must
-    /// stop when the client goes away. Always false under CGI.
-    pub fn poll_abort(&mut self) -> bool {
-        self.inner.poll_abort()
+    /// A handle that tells, without waiting, whether the web server has
+    /// aborted the request or hung up; usable from another thread while
+    /// this body is being read. For handlers that wait on something else
+    /// (a child process) and must stop when the client goes away.
+    pub fn abort_watch(&self) -> AbortWatch {
+        self.inner.abort_watch()
     }
 }
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf)
+    }
+}
+
+/// Tells whether a request was aborted; see [`Body::abort_watch`].
+#[derive(Clone)]
+pub struct AbortWatch(Option<Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl AbortWatch {
+    pub(crate) fn new(
+        poll: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> AbortWatch {
+        AbortWatch(Some(poll))
+    }
+
+    /// True if and only if the web server aborted the request or hung up.
+    /// Never waits; always false under CGI, where the web server ends the
+    /// process itself.
+    pub fn poll(&self) -> bool {
+        self.0.as_ref().is_some_and(|p| p())
     }
 }
 

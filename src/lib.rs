@@ -67,7 +67,8 @@ mod signals;
 mod sys;
 
 pub use api::{
-    Body, Handler, Param, Request, Response, Role, StderrHandle, Transport,
+    AbortWatch, Body, Handler, Param, Request, Response, Role, StderrHandle,
+    Transport,
 };
 pub use error::{Error, Result, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 pub use launch::{default_workers, facts, serve, Server};

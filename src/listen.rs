@@ -359,6 +359,10 @@ impl Wire for Stream {
         Ok(())
     }
 
+    fn hung_up(&self) -> bool {
+        sys::peer_hung_up(self.as_raw_fd())
+    }
+
     fn shutdown_write(&self) {
         let _ = match &self.inner {
             Inner::Unix(s) => s.shutdown(Shutdown::Write),

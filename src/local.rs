@@ -196,6 +196,8 @@ pub fn run(
     req: &LocalRequest,
     document_root: &Path,
 ) -> Result<Option<u16>> {
+    crate::sys::cloexec_inherited_fds()
+        .map_err(|e| Error::io("listing inherited fds in /proc/self/fd", e))?;
     let body = Body::from_reader(io::Cursor::new(req.body.clone()));
     let mut request = Request::new(
         req.params(document_root),

@@ -199,6 +199,20 @@ pub fn wait_fd(
     }
 }
 
+/// True if and only if the peer of socket `fd` has closed or reset it
+/// (POLLRDHUP, POLLHUP or POLLERR now, without waiting).
+pub fn peer_hung_up(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own, count 1, no wait.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0
+        && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
 /// An epoll instance. Registrations are one-shot: after an fd is reported
 /// it stays disarmed until [`Poller::rearm`], so that exactly one thread
 /// handles it even when several threads wait on the same instance.

@@ -10,3 +10,15 @@ mod util;
 
 #[path = "it/fastcgi_mode.rs"]
 mod fastcgi_mode;
+
+#[path = "it/activation.rs"]
+mod activation;
+
+#[path = "it/cgi_program.rs"]
+mod cgi_program;
+
+#[path = "it/cgi_mode.rs"]
+mod cgi_mode;
+
+#[path = "it/manpage.rs"]
+mod manpage;

@@ -44,10 +44,10 @@ impl std::fmt::Display for EnvError {
 }
 
 /// Names never taken from the launcher's environment: systemd's socket
-/// activation variables are for us, not for the program.
+/// activation variables (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`,
+/// any later `LISTEN_*`) are for us, not for the program.
 fn is_launcher_only(name: &[u8]) -> bool {
     name.starts_with(b"LISTEN_")
-        && matches!(name, b"LISTEN_PID" | b"LISTEN_FDS" | b"LISTEN_FDNAMES")
 }
 
 /// True if and only if a name can be an environment variable name.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::env::{self, EnvError, EnvPolicy};
 use super::response::{self, HeadError, MAX_HEAD};
-use crate::api::{Body, Handler, Request, Response, StderrHandle};
+use crate::api::{AbortWatch, Body, Handler, Request, Response, StderrHandle};
 use crate::fcgi::record::Status;
 use crate::sys::{self, Interest};
 
@@ -295,14 +295,12 @@ impl Handler for CgiProgram {
         let err_handle = resp.stderr();
         let (end, head_sent, status) = std::thread::scope(|s| {
             let body = req.body();
-            let feeder = s.spawn(move || {
-                feed(body, stdin);
-                body
-            });
+            let watch = body.abort_watch();
+            s.spawn(move || feed(body, stdin));
             let run = &run;
             s.spawn(move || run.drain_stderr(stderr, &err_handle));
             let (end, head_sent) = match stdout {
-                Some(out) => run.pump(out, resp, feeder),
+                Some(out) => run.pump(out, resp, &watch),
                 None => (End::Eof, false),
             };
             let status = run.reap(&mut child, end);
@@ -445,19 +443,17 @@ impl Run<'_> {
     /// on untouched. Output is sent as soon as the child pauses, so a
     /// progress page streams. Returns how it ended and whether a header
     /// block went out.
-    fn pump<'s>(
+    fn pump(
         &self,
         mut out: ChildStdout,
         resp: &mut Response,
-        feeder: std::thread::ScopedJoinHandle<'s, &'s mut Body>,
+        watch: &AbortWatch,
     ) -> (End, bool) {
-        let mut feeder = Some(feeder);
-        let mut body: Option<&mut Body> = None;
-        let mut last_check = Instant::now();
         let mut head: Vec<u8> = Vec::new();
         let mut head_sent = false;
         let mut buf = vec![0u8; CHUNK];
         let fd = out.as_raw_fd();
+        let mut last_check = Instant::now();
         loop {
             if resp.is_aborted() {
                 return (End::Aborted, head_sent);
@@ -465,14 +461,9 @@ impl Run<'_> {
             if self.timed_out() {
                 return (End::TimedOut, head_sent);
             }
-            if feeder.as_ref().is_some_and(|f| f.is_finished()) {
-                body = feeder.take().and_then(|f| f.join().ok());
-            }
             if last_check.elapsed() >= TICK {
                 last_check = Instant::now();
-                // Once the body is in, the web server sends nothing more
-                // unless it aborts the request or hangs up.
-                if body.as_mut().is_some_and(|b| b.poll_abort()) {
+                if watch.poll() {
                     return (End::Aborted, head_sent);
                 }
             }
@@ -543,35 +534,35 @@ impl Run<'_> {
         let group = self.pid;
         let mut status = None;
         if end == End::Eof {
-            status = self.wait_until(child, |_| false);
+            // Its output is complete; it may still be tidying up, within
+            // --timeout if there is one.
+            status = wait_until(child, |_| self.timed_out());
         }
         if status.is_none() {
             let _ = sys::kill_group(group, sys::sig::TERM);
             let grace = Instant::now() + KILL_GRACE;
-            status = self.wait_until(child, |now| now >= grace);
+            status = wait_until(child, |now| now >= grace);
         }
         let _ = sys::kill_group(group, sys::sig::KILL);
         status.or_else(|| child.wait().ok())
     }
+}
 
-    /// Polls for the child's exit with a growing interval until it exits,
-    /// `give_up` says so, the deadline passes, or the client goes away.
-    fn wait_until(
-        &self,
-        child: &mut Child,
-        give_up: impl Fn(Instant) -> bool,
-    ) -> Option<ExitStatus> {
-        let mut pause = Duration::from_micros(100);
-        loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                return Some(s);
-            }
-            let now = Instant::now();
-            if give_up(now) || self.timed_out() {
-                return None;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(TICK);
+/// Polls for the child's exit with a growing interval until it exits or
+/// `give_up` says to stop waiting.
+fn wait_until(
+    child: &mut Child,
+    give_up: impl Fn(Instant) -> bool,
+) -> Option<ExitStatus> {
+    let mut pause = Duration::from_micros(100);
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
         }
+        if give_up(Instant::now()) {
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(TICK);
     }
 }

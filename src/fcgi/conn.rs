@@ -17,7 +17,9 @@ use super::record::{
     self, ProtocolStatus, RecordType, Role, Status, HEADER_LEN, MAX_CONTENT,
     NULL_REQUEST_ID,
 };
-use crate::api::{Body, BodySource, Output, Param, Response, StderrHandle};
+use crate::api::{
+    AbortWatch, Body, BodySource, Output, Param, Response, StderrHandle,
+};
 use crate::error::{Error, Result};
 
 /// A byte pipe to the web server. Reads never block; waits are bounded by
@@ -32,6 +34,9 @@ pub trait Wire: Send + Sync {
     fn write_all(&self, buf: &[u8]) -> io::Result<()>;
     /// Shuts down our sending direction (a lingering close).
     fn shutdown_write(&self);
+    /// True if and only if the peer has closed or reset the connection
+    /// (asked without reading or waiting).
+    fn hung_up(&self) -> bool;
 }
 
 /// Bounds on the PARAMS stream, checked before anything is allocated.
@@ -476,14 +481,16 @@ impl Conn {
     ) -> bool {
         let aborted = Arc::new(AtomicBool::new(false));
         let body = FcgiBody {
-            rx: Arc::clone(&self.rx),
-            wire: Arc::clone(&self.wire),
-            tx: Arc::clone(&self.tx),
-            id: head.id,
+            sh: Arc::new(BodyShared {
+                rx: Arc::clone(&self.rx),
+                wire: Arc::clone(&self.wire),
+                tx: Arc::clone(&self.tx),
+                id: head.id,
+                capacity: self.capacity,
+                done: AtomicBool::new(false),
+                aborted: Arc::clone(&aborted),
+            }),
             window: None,
-            done: false,
-            aborted: Arc::clone(&aborted),
-            capacity: self.capacity,
         };
         let stderr_used = Arc::new(AtomicBool::new(false));
         let out = FcgiOut {
@@ -616,76 +623,144 @@ fn reply_management(
         .map_err(|e| Error::io("writing a management reply", e))
 }
 
-/// The request body as the handler reads it: STDIN records of our
-/// request; other records met on the way are answered or ignored as
-/// while waiting for a request head.
-struct FcgiBody {
+/// What a request's body reader and its abort watch share.
+struct BodyShared {
     rx: Arc<Mutex<Rx>>,
     wire: Arc<dyn Wire>,
     tx: Arc<Tx>,
     id: u16,
-    /// Unread part of the current STDIN record's content: the content was
-    /// copied out of the receive buffer so the record could be consumed.
-    window: Option<(Vec<u8>, usize)>,
-    done: bool,
-    aborted: Arc<AtomicBool>,
     capacity: Capacity,
+    done: AtomicBool,
+    aborted: Arc<AtomicBool>,
 }
 
-impl FcgiBody {
+impl BodyShared {
     fn abort(&self, why: &str) -> io::Error {
         self.aborted.store(true, Ordering::Relaxed);
         io::Error::new(io::ErrorKind::ConnectionAborted, why.to_string())
     }
 
+    /// Handles a record that is neither our STDIN nor our ABORT_REQUEST,
+    /// met while a request runs: another BEGIN_REQUEST is refused (we do
+    /// not multiplex), management records are answered, the rest ignored.
+    fn stray(
+        &self,
+        rtype: RecordType,
+        id: u16,
+        content: &[u8],
+    ) -> io::Result<()> {
+        if rtype == RecordType::BeginRequest
+            && id != self.id
+            && id != NULL_REQUEST_ID
+        {
+            let mut out = Vec::new();
+            record::push_end_request(
+                &mut out,
+                id,
+                0,
+                ProtocolStatus::CantMpxConn,
+            );
+            return self.tx.send(&out);
+        }
+        if id == NULL_REQUEST_ID {
+            return reply_management(&self.tx, rtype, content, self.capacity)
+                .map_err(io::Error::from);
+        }
+        Ok(())
+    }
+
+    /// See [`crate::api::AbortWatch::poll`].
+    fn poll_abort(&self) -> bool {
+        if self.aborted.load(Ordering::Relaxed) {
+            return true;
+        }
+        // The body reader holds the lock while it waits for bytes; then it
+        // sees an abort or a hang-up itself.
+        let mut rx = match self.rx.try_lock() {
+            Ok(rx) => rx,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        let hung_up = match rx.fill_now(&*self.wire) {
+            Err(_) => true,
+            Ok(false) => rx.end == rx.buf.len() && self.wire.hung_up(),
+            Ok(true) => false,
+        };
+        if hung_up || self.scan(&mut rx) || rx.eof {
+            self.aborted.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Looks through buffered records for an ABORT_REQUEST of ours. Once
+    /// the body is in, records are consumed (and strays answered); before
+    /// that they are only looked at, and left for the body reader.
+    fn scan(&self, rx: &mut Rx) -> bool {
+        let consume = self.done.load(Ordering::Relaxed);
+        let mut at = 0;
+        while let Ok(Status::Complete(r, used)) =
+            record::parse_record(&rx.pending()[at..])
+        {
+            if r.rtype == RecordType::AbortRequest && r.request_id == self.id {
+                return true;
+            }
+            if consume {
+                if self.stray(r.rtype, r.request_id, r.content).is_err() {
+                    return true;
+                }
+                rx.consume(used);
+            } else {
+                at += used;
+            }
+        }
+        false
+    }
+}
+
+/// The request body as the handler reads it: STDIN records of our
+/// request; other records met on the way are answered or ignored.
+struct FcgiBody {
+    sh: Arc<BodyShared>,
+    /// Unread part of the current STDIN record's content: the content was
+    /// copied out of the receive buffer so the record could be consumed.
+    window: Option<(Vec<u8>, usize)>,
+}
+
+impl FcgiBody {
     /// Fills the window with the next STDIN content; false at the end.
     fn next_chunk(&mut self) -> io::Result<bool> {
-        let rx = Arc::clone(&self.rx);
-        let mut rx = lock(&rx);
+        let sh = &*self.sh;
+        let mut rx = lock(&sh.rx);
         loop {
             let parsed =
                 record::parse_record(rx.pending()).map_err(io::Error::from)?;
             let Status::Complete(r, used) = parsed else {
                 if rx.eof {
-                    return Err(self.abort("the web server closed the connection during the request body"));
+                    return Err(sh.abort("the web server closed the connection during the request body"));
                 }
-                rx.fill_wait(&*self.wire)?;
+                rx.fill_wait(&*sh.wire)?;
                 continue;
             };
-            let (rtype, id) = (r.rtype, r.request_id);
-            let content = r.content.to_vec();
-            rx.consume(used);
-            match rtype {
-                RecordType::Stdin if id == self.id => {
+            match r.rtype {
+                RecordType::Stdin if r.request_id == sh.id => {
+                    let content = r.content.to_vec();
+                    rx.consume(used);
                     if content.is_empty() {
-                        self.done = true;
+                        sh.done.store(true, Ordering::Relaxed);
                         return Ok(false);
                     }
                     self.window = Some((content, 0));
                     return Ok(true);
                 }
-                RecordType::AbortRequest if id == self.id => {
-                    return Err(
-                        self.abort("the web server aborted the request")
-                    );
+                RecordType::AbortRequest if r.request_id == sh.id => {
+                    rx.consume(used);
+                    return Err(sh.abort("the web server aborted the request"));
                 }
-                RecordType::BeginRequest
-                    if id != self.id && id != NULL_REQUEST_ID =>
-                {
-                    let mut out = Vec::new();
-                    record::push_end_request(
-                        &mut out,
-                        id,
-                        0,
-                        ProtocolStatus::CantMpxConn,
-                    );
-                    self.tx.send(&out)?;
+                rtype => {
+                    sh.stray(rtype, r.request_id, r.content)?;
+                    rx.consume(used);
                 }
-                _ if id == NULL_REQUEST_ID => {
-                    reply_management(&self.tx, rtype, &content, self.capacity)
-                        .map_err(io::Error::from)?;
-                }
-                _ => {}
             }
         }
     }
@@ -706,12 +781,11 @@ impl io::Read for FcgiBody {
                 }
                 return Ok(n);
             }
-            if self.done || self.aborted.load(Ordering::Relaxed) {
-                return if self.done {
-                    Ok(0)
-                } else {
-                    Err(self.abort("the request was aborted"))
-                };
+            if self.sh.done.load(Ordering::Relaxed) {
+                return Ok(0);
+            }
+            if self.sh.aborted.load(Ordering::Relaxed) {
+                return Err(self.sh.abort("the request was aborted"));
             }
             if !self.next_chunk()? {
                 return Ok(0);
@@ -722,60 +796,12 @@ impl io::Read for FcgiBody {
 
 impl BodySource for FcgiBody {
     fn finished(&self) -> bool {
-        self.done
+        self.sh.done.load(Ordering::Relaxed)
     }
 
-    fn poll_abort(&mut self) -> bool {
-        if self.aborted.load(Ordering::Relaxed) {
-            return true;
-        }
-        if !self.done {
-            return false;
-        }
-        let rx = Arc::clone(&self.rx);
-        let mut rx = lock(&rx);
-        if rx.fill_now(&*self.wire).is_err() {
-            self.aborted.store(true, Ordering::Relaxed);
-            return true;
-        }
-        while let Ok(Status::Complete(r, used)) =
-            record::parse_record(rx.pending())
-        {
-            let (rtype, id) = (r.rtype, r.request_id);
-            let content = r.content.to_vec();
-            rx.consume(used);
-            let reply = match rtype {
-                RecordType::AbortRequest if id == self.id => {
-                    self.aborted.store(true, Ordering::Relaxed);
-                    return true;
-                }
-                RecordType::BeginRequest
-                    if id != self.id && id != NULL_REQUEST_ID =>
-                {
-                    let mut out = Vec::new();
-                    record::push_end_request(
-                        &mut out,
-                        id,
-                        0,
-                        ProtocolStatus::CantMpxConn,
-                    );
-                    self.tx.send(&out).is_ok()
-                }
-                _ if id == NULL_REQUEST_ID => {
-                    reply_management(&self.tx, rtype, &content, self.capacity)
-                        .is_ok()
-                }
-                _ => true,
-            };
-            if !reply {
-                self.aborted.store(true, Ordering::Relaxed);
-                return true;
-            }
-        }
-        if rx.eof {
-            self.aborted.store(true, Ordering::Relaxed);
-        }
-        rx.eof
+    fn abort_watch(&self) -> AbortWatch {
+        let sh = Arc::clone(&self.sh);
+        AbortWatch::new(Arc::new(move || sh.poll_abort()))
     }
 }
 
