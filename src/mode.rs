@@ -98,6 +98,18 @@ fn describe_fd0(k: FdKind) -> &'static str {
     }
 }
 
+/// A FastCGI socket, if rows 2-4 of DESIGN §2 give one: `--bind`, then
+/// socket activation, then a listening socket on fd 0.
+fn fastcgi_socket(p: &Probe, bind: Option<&BindAddr>) -> Option<Mode> {
+    if let Some(a) = bind {
+        return Some(Mode::Bind(a.clone()));
+    }
+    if let Some(fds) = activated_fds(p) {
+        return Some(Mode::SocketActivated(fds));
+    }
+    (p.fd0 == FdKind::ListeningSocket).then_some(Mode::FastCgiFd0)
+}
+
 /// Decides the mode, in the order of DESIGN §2.
 pub fn decide(
     p: &Probe,
@@ -107,31 +119,18 @@ pub fn decide(
     match forced {
         Some(ForcedMode::Cgi) => return Ok(Mode::Cgi),
         Some(ForcedMode::FastCgi) => {
-            if let Some(a) = bind {
-                return Ok(Mode::Bind(a.clone()));
-            }
-            if let Some(fds) = activated_fds(p) {
-                return Ok(Mode::SocketActivated(fds));
-            }
-            if p.fd0 == FdKind::ListeningSocket {
-                return Ok(Mode::FastCgiFd0);
-            }
-            return Err(Error::usage(format!(
-                "--mode fastcgi: fd 0 is {}, not a listening socket, and \
-                 neither --bind nor LISTEN_FDS gives one",
-                describe_fd0(p.fd0)
-            )));
+            return fastcgi_socket(p, bind).ok_or_else(|| {
+                Error::usage(format!(
+                    "--mode fastcgi: fd 0 is {}, not a listening socket, and \
+                     neither --bind nor LISTEN_FDS gives one",
+                    describe_fd0(p.fd0)
+                ))
+            })
         }
         None => {}
     }
-    if let Some(a) = bind {
-        return Ok(Mode::Bind(a.clone()));
-    }
-    if let Some(fds) = activated_fds(p) {
-        return Ok(Mode::SocketActivated(fds));
-    }
-    if p.fd0 == FdKind::ListeningSocket {
-        return Ok(Mode::FastCgiFd0);
+    if let Some(mode) = fastcgi_socket(p, bind) {
+        return Ok(mode);
     }
     if p.gateway_interface {
         return Ok(Mode::Cgi);
