@@ -60,6 +60,8 @@ pub struct CgiProgram {
     root: Option<PathBuf>,
     base_env: Vec<(OsString, OsString)>,
     running: Mutex<HashSet<u32>>,
+    /// Our own executable, resolved, so we never run ourselves.
+    own_exe: Option<PathBuf>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +85,9 @@ impl CgiProgram {
             root,
             base_env: std::env::vars_os().collect(),
             running: Mutex::new(HashSet::new()),
+            own_exe: std::env::current_exe()
+                .and_then(std::fs::canonicalize)
+                .ok(),
         })
     }
 
@@ -162,14 +167,27 @@ impl CgiProgram {
                 "script {script:?} is not executable"
             )));
         }
+        let real = std::fs::canonicalize(script)
+            .map_err(|e| forbid(format!("script {script:?}: {e}")))?;
         if let Some(root) = &self.root {
-            let real = std::fs::canonicalize(script)
-                .map_err(|e| forbid(format!("script {script:?}: {e}")))?;
             if !real.starts_with(root) {
                 return Err(forbid(format!(
                     "script {script:?} resolves to {real:?}, outside --root {root:?}"
                 )));
             }
+        }
+        // Started as a CGI script itself (Apache ScriptAlias to this
+        // binary), with no PROGRAM, SCRIPT_FILENAME names us: running it
+        // would start us again, and again.
+        if self.own_exe.as_deref() == Some(real.as_path()) {
+            return Err(Refusal(
+                500,
+                "Internal Server Error",
+                format!(
+                    "script {script:?} is fcgi-launch itself: run as a CGI \
+                     script, give it the PROGRAM to run (-- PROGRAM)"
+                ),
+            ));
         }
         Ok(())
     }

@@ -336,6 +336,21 @@ fn cgi_mode_missing_script_filename_is_404() {
 }
 
 #[test]
+fn cgi_mode_never_runs_itself_as_the_script() {
+    // Apache ScriptAlias straight to the binary, no PROGRAM: the script
+    // the server names is fcgi-launch; running it would recurse.
+    let me = bin();
+    let me = path_str(&me).to_string();
+    let r = cgi(
+        &[],
+        &[("REQUEST_METHOD", "GET"), ("SCRIPT_FILENAME", &me)],
+        Input::Bytes(b""),
+    );
+    r.expect_status(500);
+    r.expect_stderr_line(&["fcgi-launch itself", "PROGRAM"]);
+}
+
+#[test]
 fn cgi_mode_502_puts_the_program_stderr_and_exit_status_on_our_stderr() {
     let prog = fixture_str("no-headers.cgi");
     let r = cgi(
