@@ -428,6 +428,9 @@ pub(crate) fn dispatch(
             },
         }),
     };
+    if failure.is_none() && !log::log_enabled!(log::Level::Info) {
+        return 0;
+    }
     let method = req.param_str("REQUEST_METHOD").unwrap_or("-").to_string();
     let uri = request_uri(req);
     if let Some(why) = &failure {

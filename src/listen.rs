@@ -146,29 +146,30 @@ impl Listener {
 
     /// Accepts one connection if one is waiting; None if none is.
     pub fn accept(&self, timeout: Duration) -> io::Result<Option<Stream>> {
-        let r = match self {
-            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| {
-                (Inner::Unix(s), "unix socket peer".to_string(), None)
-            }),
-            Listener::Tcp(sock) => sock.accept().map(|(s, a)| {
-                let _ = s.set_nodelay(true);
-                (Inner::Tcp(s), a.to_string(), Some(a.ip()))
-            }),
-        };
-        match r {
-            Ok((inner, peer, ip)) => {
-                let s = Stream {
-                    inner,
-                    peer,
-                    ip,
-                    timeout,
-                };
-                s.set_nonblocking()?;
-                Ok(Some(s))
+        let fd = match sys::accept(self.as_raw_fd()) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(None)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+            Err(e) => return Err(e),
+        };
+        let (inner, peer, ip) = match self {
+            Listener::Unix { .. } => {
+                (Inner::Unix(UnixStream::from(fd)), String::new(), None)
+            }
+            Listener::Tcp(_) => {
+                let s = TcpStream::from(fd);
+                let _ = s.set_nodelay(true);
+                let addr = s.peer_addr()?;
+                (Inner::Tcp(s), addr.to_string(), Some(addr.ip()))
+            }
+        };
+        Ok(Some(Stream {
+            inner,
+            peer,
+            ip,
+            timeout,
+        }))
     }
 
     /// Removes our socket file now (at shutdown, so new clients are
@@ -278,19 +279,16 @@ pub struct Stream {
 impl Stream {
     /// The peer, for log lines.
     pub fn peer(&self) -> &str {
-        &self.peer
+        if self.peer.is_empty() {
+            "unix socket peer"
+        } else {
+            &self.peer
+        }
     }
 
     /// The peer's IP address; None on a unix socket.
     pub fn peer_ip(&self) -> Option<IpAddr> {
         self.ip
-    }
-
-    fn set_nonblocking(&self) -> io::Result<()> {
-        match &self.inner {
-            Inner::Unix(s) => s.set_nonblocking(true),
-            Inner::Tcp(s) => s.set_nonblocking(true),
-        }
     }
 
     fn wait(&self, interest: Interest) -> io::Result<()> {

@@ -53,6 +53,12 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// Pause after `accept` fails for lack of resources (EMFILE...), so a
 /// full fd table does not spin a worker.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a worker waits for a new connection's first bytes before
+/// parking it.
+const FIRST_BYTES_WAIT: Duration = Duration::from_millis(1);
+/// How long a worker lingers on a kept connection for its next request
+/// (only while another worker is idle).
+const LINGER: Duration = Duration::from_millis(1);
 /// Token of the shutdown pipe.
 const STOP_TOKEN: u64 = u64::MAX;
 /// Tokens from here up to STOP_TOKEN name listeners.
@@ -72,6 +78,8 @@ struct Slot {
     generation: u32,
     entry: Option<Entry>,
     used: bool,
+    /// An event came while the connection was in service.
+    notified: bool,
 }
 
 struct Shared {
@@ -86,6 +94,8 @@ struct Shared {
     conns: AtomicUsize,
     listening_paused: AtomicBool,
     busy: AtomicUsize,
+    /// Workers waiting for an event.
+    idle: AtomicUsize,
     last_sweep: Mutex<Instant>,
     stop_write: OwnedFd,
 }
@@ -128,6 +138,7 @@ pub fn serve(
         conns: AtomicUsize::new(0),
         listening_paused: AtomicBool::new(false),
         busy: AtomicUsize::new(0),
+        idle: AtomicUsize::new(0),
         last_sweep: Mutex::new(Instant::now()),
         stop_write,
         cfg,
@@ -221,7 +232,10 @@ fn worker(sh: &Shared) {
         // Runs at most once per SWEEP_EVERY across all workers; called on
         // every turn because trickling clients keep the workers busy.
         sweep(sh);
-        let token = match sh.poller.wait_one(Some(SWEEP_EVERY)) {
+        sh.idle.fetch_add(1, Ordering::SeqCst);
+        let waited = sh.poller.wait_one(Some(SWEEP_EVERY));
+        sh.idle.fetch_sub(1, Ordering::SeqCst);
+        let token = match waited {
             Ok(Some(t)) => t,
             Ok(None) => continue,
             Err(e) => {
@@ -281,6 +295,14 @@ fn accept(sh: &Shared, i: usize) {
         }
     }
     sh.conns.fetch_add(1, Ordering::SeqCst);
+    // A client connects, then writes: give its first bytes a moment to
+    // arrive, which costs less than parking the connection and being
+    // woken for it. Bounded, so a silent client costs little.
+    let _ = sys::wait_fd(
+        stream.as_raw_fd(),
+        sys::Interest::Read,
+        FIRST_BYTES_WAIT,
+    );
     let stream = Arc::new(stream);
     let conn = Conn::new(stream.clone(), sh.cfg.limits, sh.capacity);
     serve_conn(
@@ -316,8 +338,9 @@ fn rearm_listener(sh: &Shared, i: usize) {
 
 /// Serves requests on a connection until it must wait, then parks it.
 fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
+    let mut read = true;
     loop {
-        match entry.conn.advance() {
+        match entry.conn.advance(read) {
             Ok(Progress::Request(head)) => {
                 entry.since = None;
                 sh.busy.fetch_add(1, Ordering::SeqCst);
@@ -328,9 +351,15 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
                 if !keep || sh.stopping.load(Ordering::SeqCst) {
                     return close(sh, slot);
                 }
+                read = false;
             }
             Ok(Progress::NeedMore) => {
-                if entry.conn.mid_request() {
+                let mid = entry.conn.mid_request();
+                if !mid && linger(sh, &entry.stream) {
+                    read = true;
+                    continue;
+                }
+                if mid {
                     entry.since.get_or_insert_with(Instant::now);
                 } else {
                     entry.since = None;
@@ -339,7 +368,13 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
                 if sh.stopping.load(Ordering::SeqCst) {
                     return close(sh, slot);
                 }
-                return park(sh, slot, entry);
+                match park(sh, slot, entry) {
+                    Some(back) => {
+                        entry = back;
+                        read = true;
+                    }
+                    None => return,
+                }
             }
             Ok(Progress::Done) => return close(sh, slot),
             Err(e) => {
@@ -353,50 +388,70 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
     }
 }
 
+/// Between two requests of a kept connection, while another worker is
+/// idle to take any other work, waits a moment for this connection's next
+/// request instead of parking it: the same thread then serves it, hot, as
+/// a thread-per-connection server would. True if and only if bytes came.
+fn linger(sh: &Shared, stream: &Stream) -> bool {
+    sh.idle.load(Ordering::SeqCst) > 0
+        && !sh.stopping.load(Ordering::SeqCst)
+        && sys::wait_fd(stream.as_raw_fd(), sys::Interest::Read, LINGER)
+            .unwrap_or(false)
+}
+
 fn conn_token(index: usize, generation: u32) -> u64 {
     (u64::from(generation) << 32) | index as u64
 }
 
-/// Puts a connection in the table and arms its readiness watch.
-fn park(sh: &Shared, slot: Option<usize>, entry: Entry) {
+/// Puts a connection in the table, watched for readability. Connections
+/// are registered edge-triggered, once: an event that finds its
+/// connection in service only marks it `notified`, and the worker
+/// serving it sees the mark here and goes on serving instead of parking
+/// (Some is returned). So no wake-up is lost and no system call is spent
+/// re-arming after each request.
+fn park(sh: &Shared, slot: Option<usize>, entry: Entry) -> Option<Entry> {
+    if let Some(i) = slot {
+        let mut slots = lock(&sh.slots);
+        let s = &mut slots[i];
+        if std::mem::take(&mut s.notified) {
+            return Some(entry);
+        }
+        s.entry = Some(entry);
+        return None;
+    }
     let fd = entry.stream.as_raw_fd();
     let (index, token) = {
         let mut slots = lock(&sh.slots);
-        let index = match slot {
+        let index = match lock(&sh.free).pop() {
             Some(i) => i,
-            None => match lock(&sh.free).pop() {
-                Some(i) => i,
-                None => {
-                    slots.push(Slot {
-                        generation: 0,
-                        entry: None,
-                        used: false,
-                    });
-                    slots.len() - 1
-                }
-            },
+            None => {
+                slots.push(Slot {
+                    generation: 0,
+                    entry: None,
+                    used: false,
+                    notified: false,
+                });
+                slots.len() - 1
+            }
         };
         let s = &mut slots[index];
         s.used = true;
+        s.notified = false;
         s.entry = Some(entry);
         (index, conn_token(index, s.generation))
     };
-    let r = if slot.is_some() {
-        sh.poller.rearm(fd, token)
-    } else {
-        sh.poller.add_oneshot(fd, token)
-    };
-    if let Err(e) = r {
+    // Bytes that came before this call are reported too.
+    if let Err(e) = sh.poller.add_edge(fd, token) {
         log::error!("watching a connection: {e}");
-        let mut slots = lock(&sh.slots);
-        slots[index].entry = None;
-        drop(slots);
+        lock(&sh.slots)[index].entry = None;
         close(sh, Some(index));
     }
+    None
 }
 
-/// Takes the connection an event names out of the table; None if the
-/// event is stale (the connection was closed meanwhile).
+/// Takes the connection an event names out of the table. None if the
+/// event is stale (the connection was closed meanwhile) or the connection
+/// is being served (then it is marked, see [`park`]).
 fn take(sh: &Shared, token: u64) -> Option<(usize, Entry)> {
     let index = (token & 0xffff_ffff) as usize;
     let generation = (token >> 32) as u32;
@@ -405,7 +460,13 @@ fn take(sh: &Shared, token: u64) -> Option<(usize, Entry)> {
     if !s.used || s.generation != generation {
         return None;
     }
-    s.entry.take().map(|e| (index, e))
+    match s.entry.take() {
+        Some(e) => Some((index, e)),
+        None => {
+            s.notified = true;
+            None
+        }
+    }
 }
 
 /// Forgets a connection (dropping it closes the socket, which also ends
@@ -416,6 +477,7 @@ fn close(sh: &Shared, slot: Option<usize>) {
         let s = &mut slots[i];
         s.entry = None;
         s.used = false;
+        s.notified = false;
         s.generation = s.generation.wrapping_add(1);
         drop(slots);
         lock(&sh.free).push(i);

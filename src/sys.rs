@@ -155,6 +155,28 @@ pub fn ensure_std_fds() -> io::Result<()> {
     Ok(())
 }
 
+/// Accepts a connection on listening socket `fd`, already non-blocking
+/// and close-on-exec (one accept4 call instead of accept plus ioctl).
+pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: null address buffers are allowed; the flags are valid.
+        let r = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        match syscall!(r) {
+            // SAFETY: accept4 returned a new fd that nobody else owns.
+            Ok(new) => return Ok(unsafe { OwnedFd::from_raw_fd(new) }),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Our process id.
 pub fn getpid() -> u32 {
     // SAFETY: getpid cannot fail.
@@ -257,6 +279,13 @@ impl Poller {
     /// Registers `fd` for one readability report carrying `token`.
     pub fn add_oneshot(&self, fd: RawFd, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, token, Self::oneshot_flags())
+    }
+
+    /// Registers `fd` edge-triggered for readability: each arrival of
+    /// bytes (or a hang-up) is reported once, to one waiter.
+    pub fn add_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let flags = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, flags as u32)
     }
 
     /// Registers `fd` level-triggered, reported to every waiter until it

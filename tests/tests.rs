@@ -22,3 +22,21 @@ mod cgi_mode;
 
 #[path = "it/manpage.rs"]
 mod manpage;
+
+#[path = "it/realserver.rs"]
+mod realserver;
+
+#[path = "it/deploy_nginx.rs"]
+mod deploy_nginx;
+
+#[path = "it/deploy_apache.rs"]
+mod deploy_apache;
+
+#[path = "it/deploy_lighttpd.rs"]
+mod deploy_lighttpd;
+
+#[path = "it/deploy_daemons.rs"]
+mod deploy_daemons;
+
+#[path = "it/packages.rs"]
+mod packages;

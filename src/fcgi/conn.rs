@@ -85,6 +85,9 @@ struct Rx {
     start: usize,
     end: usize,
     eof: bool,
+    /// The last read found the socket empty: every byte that came since
+    /// has been announced by the readiness watcher (edge-triggered).
+    drained: bool,
 }
 
 /// First size of a receive buffer: a whole request head from nginx or
@@ -98,6 +101,7 @@ impl Rx {
             start: 0,
             end: 0,
             eof: false,
+            drained: false,
         }
     }
 
@@ -153,9 +157,13 @@ impl Rx {
             }
             Ok(n) => {
                 self.end += n;
+                self.drained = false;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.drained = true;
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -273,12 +281,20 @@ impl Conn {
 
     /// Processes buffered bytes and whatever the wire has now, without
     /// waiting, until a request head is complete or more bytes are needed.
-    pub fn advance(&mut self) -> Result<Progress> {
+    ///
+    /// With `read` false, and the socket found empty by the last read,
+    /// only buffered bytes are processed: right after a response the next
+    /// request is rarely there yet, and the readiness watcher will say
+    /// when it is, so a read would only fail.
+    pub fn advance(&mut self, read: bool) -> Result<Progress> {
         let rx = Arc::clone(&self.rx);
         let mut rx = lock(&rx);
         loop {
             if let Some(p) = self.step(&mut rx)? {
                 return Ok(p);
+            }
+            if !read && rx.drained {
+                return Ok(Progress::NeedMore);
             }
             let got = rx
                 .fill_now(&*self.wire)

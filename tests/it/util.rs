@@ -325,11 +325,21 @@ impl Server {
         dir: TempDir,
         configure: impl FnOnce(&mut Command),
     ) -> Server {
+        Server::spawn(dir, &bin(), configure)
+    }
+
+    /// Like [`Server::start`], for any `program` (a web server, a peer):
+    /// the same logs, dumps and kill-on-drop of its process group.
+    pub fn spawn(
+        dir: TempDir,
+        program: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let stdout_path = dir.join("stdout.log");
         let stderr_path = dir.join("stderr.log");
         let out = File::create(&stdout_path).expect("create stdout.log");
         let err = File::create(&stderr_path).expect("create stderr.log");
-        let mut cmd = Command::new(bin());
+        let mut cmd = Command::new(program);
         cmd.current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(out)
