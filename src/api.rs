@@ -61,12 +61,80 @@ pub enum Transport {
     Local,
 }
 
-/// A name-value pair as received, as bytes.
-pub type Param = (Vec<u8>, Vec<u8>);
+/// A request's params (CGI meta-variables) in the order received, repeats
+/// included, as bytes. They live in one buffer with an index, so a
+/// request costs two allocations however many params it has; under
+/// FastCGI the buffer is the PARAMS stream itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    raw: Vec<u8>,
+    /// (name start, value start, value end) in `raw`.
+    index: Vec<(u32, u32, u32)>,
+}
+
+impl Params {
+    /// No params.
+    pub fn new() -> Params {
+        Params::default()
+    }
+
+    /// Over a buffer and an index into it (the FastCGI PARAMS stream).
+    pub(crate) fn from_parts(
+        raw: Vec<u8>,
+        index: Vec<(u32, u32, u32)>,
+    ) -> Params {
+        Params { raw, index }
+    }
+
+    /// Appends a pair.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let start = at(self.raw.len());
+        self.raw.extend_from_slice(name);
+        let mid = at(self.raw.len());
+        self.raw.extend_from_slice(value);
+        self.index.push((start, mid, at(self.raw.len())));
+    }
+
+    /// How many pairs, repeats included.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True if and only if there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The pairs in the order received.
+    pub fn iter(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (&[u8], &[u8])> + '_ {
+        self.index.iter().map(|&(a, b, c)| {
+            let (a, b, c) = (a as usize, b as usize, c as usize);
+            (&self.raw[a..b], &self.raw[b..c])
+        })
+    }
+
+    /// The value of `name`; when a name repeats, the last value wins.
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(N, V)> for Params {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Params {
+        let mut p = Params::new();
+        for (n, v) in pairs {
+            p.push(n.as_ref(), v.as_ref());
+        }
+        p
+    }
+}
 
 /// One request: its params (CGI meta-variables), role and body.
 pub struct Request {
-    params: Vec<Param>,
+    params: Params,
     role: Role,
     transport: Transport,
     body: Body,
@@ -75,7 +143,7 @@ pub struct Request {
 impl Request {
     /// Builds a request. `params` are kept in the order received.
     pub fn new(
-        params: Vec<Param>,
+        params: Params,
         role: Role,
         transport: Transport,
         body: Body,
@@ -91,11 +159,7 @@ impl Request {
     /// The value of param `name`; when a name repeats, the last value wins
     /// (as in php-fpm: nginx sends `SCRIPT_NAME` twice in some configs).
     pub fn param(&self, name: &str) -> Option<&[u8]> {
-        self.params
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name.as_bytes())
-            .map(|(_, v)| v.as_slice())
+        self.params.get(name.as_bytes())
     }
 
     /// The value of param `name` as text, if and only if it is present
@@ -105,7 +169,7 @@ impl Request {
     }
 
     /// Every param in the order received, repeats included.
-    pub fn params(&self) -> &[Param] {
+    pub fn params(&self) -> &Params {
         &self.params
     }
 

@@ -128,7 +128,7 @@ fn env_page(
         "\n== params as received ({}, in order) ==\n",
         req.params().len()
     ));
-    for (n, v) in req.params() {
+    for (n, v) in req.params().iter() {
         page.push_str(&format!("{}={}\n", show(n), show(v)));
     }
     // What a CGI program would get: repeats merged, path fixes and

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use crate::api::Param;
+use crate::api::Params;
 use crate::cgi::response;
 use crate::error::{Error, Result};
 use crate::fcgi::params;
@@ -69,7 +69,7 @@ fn connect(addr: &BindAddr, timeout: Duration) -> Result<Box<dyn Conn>> {
 /// reads the whole answer (waits for each read at most `timeout`).
 pub fn send(
     addr: &BindAddr,
-    params_in: &[Param],
+    params_in: &Params,
     body: &[u8],
     timeout: Duration,
 ) -> Result<Answer> {
@@ -83,7 +83,7 @@ pub fn send(
         &[0, 1, 0, 0, 0, 0, 0, 0],
     );
     let mut stream = Vec::new();
-    for (n, v) in params_in {
+    for (n, v) in params_in.iter() {
         params::push_pair(&mut stream, n, v);
     }
     record::push_stream(&mut out, RecordType::Params, id, &stream);

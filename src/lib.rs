@@ -67,7 +67,7 @@ mod signals;
 mod sys;
 
 pub use api::{
-    AbortWatch, Body, Handler, Param, Request, Response, Role, StderrHandle,
+    AbortWatch, Body, Handler, Params, Request, Response, Role, StderrHandle,
     Transport,
 };
 pub use error::{Error, Result, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};

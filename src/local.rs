@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::api::{
-    self, Body, Handler, Param, Request, Response, Role, Transport,
+    self, Body, Handler, Params, Request, Response, Role, Transport,
 };
 use crate::cgi::StdOutput;
 use crate::error::{Error, Result};
@@ -95,7 +95,7 @@ impl LocalRequest {
     /// The params nginx would send with its stock `fastcgi_params` and
     /// `SCRIPT_FILENAME $document_root$fastcgi_script_name`, with
     /// `document_root` as the document root.
-    pub fn params(&self, document_root: &Path) -> Vec<Param> {
+    pub fn params(&self, document_root: &Path) -> Params {
         let (path, query) = match self.uri.split_once('?') {
             Some((p, q)) => (p, q),
             None => (self.uri.as_str(), ""),
@@ -167,9 +167,7 @@ impl LocalRequest {
                 _ => p.push((format!("HTTP_{var}"), v.clone())),
             }
         }
-        p.into_iter()
-            .map(|(n, v)| (n.into_bytes(), v.into_bytes()))
-            .collect()
+        p.into_iter().collect()
     }
 }
 

@@ -7,7 +7,10 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use crate::api::Param;
+use crate::api::Params;
+
+/// A name-value pair, owned.
+pub type Param = (Vec<u8>, Vec<u8>);
 
 /// Which parts of the launcher's environment reach the program, and what
 /// is added.
@@ -59,9 +62,9 @@ fn valid_name(name: &[u8]) -> bool {
 /// joined with `, ` (cookies with `; `) as RFC 3875 §4.1.18 asks of the
 /// server; any other repeated variable is last-wins. `HTTP_PROXY` is
 /// dropped (httpoxy).
-pub fn merge_params(params: &[Param]) -> Vec<Param> {
+pub fn merge_params(params: &Params) -> Vec<Param> {
     let mut out: Vec<Param> = Vec::with_capacity(params.len());
-    for (name, value) in params {
+    for (name, value) in params.iter() {
         if name == b"HTTP_PROXY" || !valid_name(name) || value.contains(&0) {
             continue;
         }
@@ -72,8 +75,8 @@ pub fn merge_params(params: &[Param]) -> Vec<Param> {
                 v.extend_from_slice(sep);
                 v.extend_from_slice(value);
             }
-            Some((_, v)) => v.clone_from(value),
-            None => out.push((name.clone(), value.clone())),
+            Some((_, v)) => *v = value.to_vec(),
+            None => out.push((name.to_vec(), value.to_vec())),
         }
     }
     out
@@ -96,7 +99,7 @@ fn get<'a>(env: &'a [Param], name: &[u8]) -> Option<&'a [u8]> {
 /// `base` and the request's `params`.
 pub fn build(
     base: &[(OsString, OsString)],
-    params: &[Param],
+    params: &Params,
     policy: &EnvPolicy,
 ) -> Result<Vec<(OsString, OsString)>, EnvError> {
     let mut env: Vec<Param> = base
@@ -234,6 +237,10 @@ mod tests {
         (n.as_bytes().to_vec(), v.as_bytes().to_vec())
     }
 
+    fn ps(pairs: &[Param]) -> Params {
+        pairs.iter().map(|(n, v)| (n, v)).collect()
+    }
+
     fn os(n: &str, v: &str) -> (OsString, OsString) {
         (n.into(), v.into())
     }
@@ -246,7 +253,7 @@ mod tests {
 
     #[test]
     fn repeats_join_headers_and_last_wins_for_the_rest() {
-        let merged = merge_params(&[
+        let merged = merge_params(&ps(&[
             p("HTTP_ACCEPT", "a"),
             p("SCRIPT_NAME", "/first"),
             p("HTTP_COOKIE", "x=1"),
@@ -254,7 +261,7 @@ mod tests {
             p("SCRIPT_NAME", "/second"),
             p("HTTP_COOKIE", "y=2"),
             p("HTTP_PROXY", "http://evil/"),
-        ]);
+        ]));
         assert_eq!(
             merged,
             vec![
@@ -274,9 +281,12 @@ mod tests {
             os("LISTEN_PID", "9"),
             os("HTTP_PROXY", "http://evil/"),
         ];
-        let env =
-            build(&base, &[p("REQUEST_METHOD", "GET")], &EnvPolicy::default())
-                .unwrap();
+        let env = build(
+            &base,
+            &ps(&[p("REQUEST_METHOD", "GET")]),
+            &EnvPolicy::default(),
+        )
+        .unwrap();
         assert_eq!(lookup(&env, "APP_SECRET").as_deref(), Some("s"));
         assert_eq!(
             lookup(&env, "GATEWAY_INTERFACE").as_deref(),
@@ -293,7 +303,7 @@ mod tests {
             script_name: None,
         };
         let env =
-            build(&base, &[p("REQUEST_METHOD", "GET")], &policy).unwrap();
+            build(&base, &ps(&[p("REQUEST_METHOD", "GET")]), &policy).unwrap();
         assert_eq!(lookup(&env, "PATH").as_deref(), Some("/bin"));
         assert_eq!(lookup(&env, "APP_SECRET"), None);
         assert_eq!(lookup(&env, "APP_MODE").as_deref(), Some("prod"));
@@ -302,16 +312,22 @@ mod tests {
 
     #[test]
     fn content_length_minus_one_is_refused() {
-        let r =
-            build(&[], &[p("CONTENT_LENGTH", "-1")], &EnvPolicy::default());
+        let r = build(
+            &[],
+            &ps(&[p("CONTENT_LENGTH", "-1")]),
+            &EnvPolicy::default(),
+        );
         assert_eq!(r, Err(EnvError::UnknownLength("-1".into())));
         let env =
-            build(&[], &[p("CONTENT_LENGTH", "")], &EnvPolicy::default())
+            build(&[], &ps(&[p("CONTENT_LENGTH", "")]), &EnvPolicy::default())
                 .unwrap();
         assert_eq!(lookup(&env, "CONTENT_LENGTH"), None);
-        let env =
-            build(&[], &[p("CONTENT_LENGTH", "12")], &EnvPolicy::default())
-                .unwrap();
+        let env = build(
+            &[],
+            &ps(&[p("CONTENT_LENGTH", "12")]),
+            &EnvPolicy::default(),
+        )
+        .unwrap();
         assert_eq!(lookup(&env, "CONTENT_LENGTH").as_deref(), Some("12"));
     }
 
@@ -378,7 +394,7 @@ mod tests {
             p("SCRIPT_NAME", "/yourapplication/hi!"),
             p("PATH_INFO", ""),
         ];
-        let env = build(&[], &params, &policy).unwrap();
+        let env = build(&[], &ps(&params), &policy).unwrap();
         assert_eq!(
             lookup(&env, "SCRIPT_NAME").as_deref(),
             Some("/yourapplication")

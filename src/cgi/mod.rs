@@ -13,13 +13,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::api::{
-    self, Body, Handler, Output, Param, Request, Response, Role, StderrHandle,
-    Transport,
+    self, Body, Handler, Output, Params, Request, Response, Role,
+    StderrHandle, Transport,
 };
 use crate::error::{Error, Result};
 
 /// The process environment as params, in no particular order.
-fn env_params() -> Vec<Param> {
+fn env_params() -> Params {
     std::env::vars_os()
         .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect()
@@ -48,9 +48,8 @@ impl Output for StdOutput {
 pub fn serve_cgi(handler: &dyn Handler) -> Result<()> {
     let params = env_params();
     let length = params
-        .iter()
-        .find(|(n, _)| n == b"CONTENT_LENGTH")
-        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok())
+        .get(b"CONTENT_LENGTH")
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
         .unwrap_or(0u64);
     // Not io::stdin(): its buffer would read past CONTENT_LENGTH, which
     // RFC 3875 §4.2 forbids (the bytes after the body are not ours).

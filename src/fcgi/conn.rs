@@ -18,7 +18,7 @@ use super::record::{
     NULL_REQUEST_ID,
 };
 use crate::api::{
-    AbortWatch, Body, BodySource, Output, Param, Response, StderrHandle,
+    AbortWatch, Body, BodySource, Output, Params, Response, StderrHandle,
 };
 use crate::error::{Error, Result};
 
@@ -94,6 +94,14 @@ struct Rx {
 /// Apache fits; it grows to [`RECORD_ROOM`] only for large records.
 const RX_INITIAL: usize = 8 * 1024;
 
+/// Receive buffers freed by parked connections, per worker thread.
+const SPARE_BUFFERS_KEPT: usize = 16;
+
+thread_local! {
+    static SPARE_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Rx {
     fn new() -> Rx {
         Rx {
@@ -133,6 +141,10 @@ impl Rx {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+        } else if self.buf.is_empty() {
+            self.buf = SPARE_BUFFERS
+                .with(|s| s.borrow_mut().pop())
+                .unwrap_or_else(|| vec![0; RX_INITIAL]);
         } else {
             let size = (self.buf.len() * 2).clamp(RX_INITIAL, RECORD_ROOM);
             self.buf.resize(size, 0);
@@ -176,11 +188,21 @@ impl Rx {
         Ok(())
     }
 
-    /// Frees the buffer of an idle connection.
+    /// Gives up the buffer of an idle connection: a parked connection
+    /// holds no buffer, and a worker hands the freed one to the next
+    /// connection it serves instead of returning it to the allocator.
     fn shrink(&mut self) {
         if self.start == self.end {
-            self.buf = Vec::new();
+            let buf = std::mem::take(&mut self.buf);
             self.clear();
+            if buf.len() == RX_INITIAL {
+                SPARE_BUFFERS.with(|s| {
+                    let mut s = s.borrow_mut();
+                    if s.len() < SPARE_BUFFERS_KEPT {
+                        s.push(buf);
+                    }
+                });
+            }
         }
     }
 }
@@ -213,7 +235,7 @@ pub struct RequestHead {
     /// True if and only if the server asked us to keep the connection.
     pub keep_conn: bool,
     /// The params in the order received.
-    pub params: Vec<Param>,
+    pub params: Params,
 }
 
 /// A request head being received.
@@ -221,9 +243,11 @@ struct Pending {
     id: u16,
     role: Role,
     keep_conn: bool,
+    /// The PARAMS stream so far; the params are slices of it.
     raw: Vec<u8>,
     parsed: usize,
-    params: Vec<Param>,
+    /// (name start, value start, value end) of each pair in `raw`.
+    index: Vec<(u32, u32, u32)>,
 }
 
 /// What [`Conn::advance`] found.
@@ -367,7 +391,7 @@ impl Conn {
                     keep_conn: begin.keep_conn,
                     raw: Vec::new(),
                     parsed: 0,
-                    params: Vec::new(),
+                    index: Vec::with_capacity(32),
                 });
                 Ok(None)
             }
@@ -392,7 +416,7 @@ impl Conn {
                 Ok(Some(Progress::Request(RequestHead {
                     id: p.id,
                     keep_conn: p.keep_conn,
-                    params: p.params,
+                    params: Params::from_parts(p.raw, p.index),
                 })))
             }
             RecordType::Stdin if active == Some(id) => Err(Error::protocol(
@@ -469,7 +493,7 @@ impl Conn {
                     limits.name_len, limits.value_len
                 )));
             }
-            if p.params.len() >= limits.params_count {
+            if p.index.len() >= limits.params_count {
                 return Err(Error::protocol(format!(
                     "more than {} params",
                     limits.params_count
@@ -480,8 +504,10 @@ impl Conn {
             else {
                 return Ok(());
             };
-            debug_assert!(used >= head);
-            p.params.push((name.to_vec(), value.to_vec()));
+            // The limits keep every offset far below u32::MAX.
+            let start = (p.parsed + head) as u32;
+            let mid = start + name.len() as u32;
+            p.index.push((start, mid, mid + value.len() as u32));
             p.parsed += used;
         }
     }
