@@ -38,31 +38,57 @@ impl Answer {
     }
 }
 
-trait Conn: Read + Write {}
-impl<T: Read + Write> Conn for T {}
+/// A connection to the server, either kind.
+enum Sock {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
 
-fn connect(addr: &BindAddr, timeout: Duration) -> Result<Box<dyn Conn>> {
-    let what = || format!("connecting to {addr}");
-    Ok(match addr {
-        BindAddr::Unix(p) => {
-            let s =
-                UnixStream::connect(p).map_err(|e| Error::io(what(), e))?;
-            s.set_read_timeout(Some(timeout))
-                .map_err(|e| Error::io(what(), e))?;
-            s.set_write_timeout(Some(timeout))
-                .map_err(|e| Error::io(what(), e))?;
-            Box::new(s)
+impl Sock {
+    fn connect(addr: &BindAddr, timeout: Duration) -> Result<Sock> {
+        let what = |e| Error::io(format!("connecting to {addr}"), e);
+        let sock = match addr {
+            BindAddr::Unix(p) => {
+                Sock::Unix(UnixStream::connect(p).map_err(what)?)
+            }
+            BindAddr::Tcp(hp) => {
+                Sock::Tcp(TcpStream::connect(hp.as_str()).map_err(what)?)
+            }
+        };
+        let set = |r: io::Result<()>| r.map_err(what);
+        match &sock {
+            Sock::Unix(s) => {
+                set(s.set_read_timeout(Some(timeout)))?;
+                set(s.set_write_timeout(Some(timeout)))?;
+            }
+            Sock::Tcp(s) => {
+                set(s.set_read_timeout(Some(timeout)))?;
+                set(s.set_write_timeout(Some(timeout)))?;
+            }
         }
-        BindAddr::Tcp(hp) => {
-            let s = TcpStream::connect(hp.as_str())
-                .map_err(|e| Error::io(what(), e))?;
-            s.set_read_timeout(Some(timeout))
-                .map_err(|e| Error::io(what(), e))?;
-            s.set_write_timeout(Some(timeout))
-                .map_err(|e| Error::io(what(), e))?;
-            Box::new(s)
+        Ok(sock)
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Unix(s) => (&*s).read(buf),
+            Sock::Tcp(s) => (&*s).read(buf),
         }
-    })
+    }
+
+    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Sock::Unix(s) => (&*s).write_all(buf),
+            Sock::Tcp(s) => (&*s).write_all(buf),
+        }
+    }
+
+    fn close(&self) {
+        let _ = match self {
+            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
 }
 
 /// Sends one RESPONDER request with `params` and `body` to `addr` and
@@ -73,7 +99,7 @@ pub fn send(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Answer> {
-    let mut conn = connect(addr, timeout)?;
+    let conn = Sock::connect(addr, timeout)?;
     let id = 1;
     let mut out = Vec::new();
     record::push_record(
@@ -90,8 +116,26 @@ pub fn send(
     record::push_end_of_stream(&mut out, RecordType::Params, id);
     record::push_stream(&mut out, RecordType::Stdin, id, body);
     record::push_end_of_stream(&mut out, RecordType::Stdin, id);
-    conn.write_all(&out)
-        .map_err(|e| Error::io(format!("sending the request to {addr}"), e))?;
+    // The request goes out from another thread while the answer is read:
+    // a server may answer (and stop reading) before the body is all in.
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| conn.write_all(&out));
+        let answer = receive(&conn, id, addr, timeout);
+        // Unblocks the sender if the server stopped reading the body.
+        conn.close();
+        // A failed send shows as a failed or short answer.
+        let _ = sender.join();
+        answer
+    })
+}
+
+/// Reads records until the END_REQUEST of request `id`.
+fn receive(
+    conn: &Sock,
+    id: u16,
+    addr: &BindAddr,
+    timeout: Duration,
+) -> Result<Answer> {
     let mut answer = Answer::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];

@@ -70,6 +70,8 @@ struct Entry {
     conn: Conn,
     /// When the current, incomplete request head began arriving.
     since: Option<Instant>,
+    /// Requests served on this connection, for the log.
+    served: u64,
 }
 
 /// A slot of the connection table; the generation tells an event for a
@@ -295,6 +297,7 @@ fn accept(sh: &Shared, i: usize) {
         }
     }
     sh.conns.fetch_add(1, Ordering::SeqCst);
+    log::debug!("{}: connection accepted", stream.peer());
     // A client connects, then writes: give its first bytes a moment to
     // arrive, which costs less than parking the connection and being
     // woken for it. Bounded, so a silent client costs little.
@@ -312,6 +315,7 @@ fn accept(sh: &Shared, i: usize) {
             stream,
             conn,
             since: None,
+            served: 0,
         },
     );
 }
@@ -339,17 +343,21 @@ fn rearm_listener(sh: &Shared, i: usize) {
 /// Serves requests on a connection until it must wait, then parks it.
 fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
     let mut read = true;
-    loop {
+    let why = loop {
         match entry.conn.advance(read) {
             Ok(Progress::Request(head)) => {
                 entry.since = None;
+                entry.served += 1;
                 sh.busy.fetch_add(1, Ordering::SeqCst);
                 let keep = entry.conn.run(head, |req, resp| {
                     api::dispatch(&*sh.handler, req, resp)
                 });
                 sh.busy.fetch_sub(1, Ordering::SeqCst);
-                if !keep || sh.stopping.load(Ordering::SeqCst) {
-                    return close(sh, slot);
+                if !keep {
+                    break "not to be kept";
+                }
+                if sh.stopping.load(Ordering::SeqCst) {
+                    break "shutting down";
                 }
                 read = false;
             }
@@ -366,7 +374,7 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
                     entry.conn.shrink();
                 }
                 if sh.stopping.load(Ordering::SeqCst) {
-                    return close(sh, slot);
+                    break "shutting down";
                 }
                 match park(sh, slot, entry) {
                     Some(back) => {
@@ -376,16 +384,22 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
                     None => return,
                 }
             }
-            Ok(Progress::Done) => return close(sh, slot),
+            Ok(Progress::Done) => break "closed by the peer",
             Err(e) => {
                 log::warn!(
                     "{}: {e}; closing the connection",
                     entry.stream.peer()
                 );
-                return close(sh, slot);
+                break "protocol error";
             }
         }
-    }
+    };
+    log::debug!(
+        "{}: connection closed ({why}) after {} requests",
+        entry.stream.peer(),
+        entry.served
+    );
+    close(sh, slot);
 }
 
 /// Between two requests of a kept connection, while another worker is

@@ -221,6 +221,89 @@ pub fn wait_fd(
     }
 }
 
+/// Waits until one of `fds` (None: skipped) is readable or hung up, at
+/// most `timeout`; returns a bit mask, bit i for `fds[i]` (0: timeout).
+pub fn poll_readable(
+    fds: &[Option<RawFd>],
+    timeout: Duration,
+) -> io::Result<u32> {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 4];
+    let n = fds.len().min(pfds.len());
+    for (p, fd) in pfds.iter_mut().zip(&fds[..n]) {
+        // A negative fd is ignored by poll(2).
+        p.fd = fd.unwrap_or(-1);
+        p.events = libc::POLLIN;
+    }
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    loop {
+        // SAFETY: `n` pollfds of the array we own.
+        match syscall!(unsafe {
+            libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms)
+        }) {
+            Ok(_) => {
+                let mut mask = 0;
+                for (i, p) in pfds[..n].iter().enumerate() {
+                    if p.revents != 0 {
+                        mask |= 1 << i;
+                    }
+                }
+                return Ok(mask);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sets or clears `O_NONBLOCK` on `fd`.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we hold; no memory is passed.
+    let flags = syscall!(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    syscall!(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
+/// A new temporary file that has no name (`O_TMPFILE`, or created and
+/// unlinked at once where the file system lacks it): gone when closed.
+pub fn temp_file() -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let tmpfile = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(&dir);
+    if let Ok(f) = tmpfile {
+        return Ok(f);
+    }
+    let path = dir.join(format!(
+        "fcgi-launch-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(f)
+}
+
 /// True if and only if the peer of socket `fd` has closed or reset it
 /// (POLLRDHUP, POLLHUP or POLLERR now, without waiting).
 pub fn peer_hung_up(fd: RawFd) -> bool {

@@ -5,37 +5,24 @@
 //! line. Every child is reaped; its whole process group is killed on
 //! timeout, on client abort and when it is done.
 //!
-//! It writes to a [`Response`] and reads a [`Body`]; FastCGI records are
-//! none of its business.
+//! Running the program is `child`'s part. It writes to a [`Response`]
+//! and reads the request body; FastCGI records are none of its business.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::child::{self, describe, End};
 use super::env::{self, EnvError, EnvPolicy};
-use super::response::{self, HeadError, MAX_HEAD};
-use crate::api::{AbortWatch, Body, Handler, Request, Response, StderrHandle};
-use crate::fcgi::record::Status;
-use crate::sys::{self, Interest};
-
-/// Time between SIGTERM and SIGKILL when a child must stop.
-pub const KILL_GRACE: Duration = Duration::from_secs(2);
-/// How often a waiting request checks for a client abort or a timeout.
-const TICK: Duration = Duration::from_millis(50);
-/// Lines of a program's stderr quoted when it fails.
-const STDERR_TAIL: usize = 5;
-/// Longest stderr line passed on in one piece.
-const STDERR_LINE: u64 = 4096;
-/// Size of the pipe reads.
-const CHUNK: usize = 64 * 1024;
+use crate::api::{Handler, Request, Response};
+use crate::sys;
 
 /// Settings of the CGI-program handler.
 #[derive(Debug, Clone, Default)]
@@ -60,8 +47,8 @@ pub struct CgiProgram {
     root: Option<PathBuf>,
     base_env: Vec<(OsString, OsString)>,
     running: Mutex<HashSet<u32>>,
-    /// Our own executable, resolved, so we never run ourselves.
-    own_exe: Option<PathBuf>,
+    /// Device and inode of our own executable, so we never run ourselves.
+    own_exe: Option<(u64, u64)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,7 +73,8 @@ impl CgiProgram {
             base_env: std::env::vars_os().collect(),
             running: Mutex::new(HashSet::new()),
             own_exe: std::env::current_exe()
-                .and_then(std::fs::canonicalize)
+                .and_then(std::fs::metadata)
+                .map(|m| (m.dev(), m.ino()))
                 .ok(),
         })
     }
@@ -167,9 +155,9 @@ impl CgiProgram {
                 "script {script:?} is not executable"
             )));
         }
-        let real = std::fs::canonicalize(script)
-            .map_err(|e| forbid(format!("script {script:?}: {e}")))?;
         if let Some(root) = &self.root {
+            let real = std::fs::canonicalize(script)
+                .map_err(|e| forbid(format!("script {script:?}: {e}")))?;
             if !real.starts_with(root) {
                 return Err(forbid(format!(
                     "script {script:?} resolves to {real:?}, outside --root {root:?}"
@@ -179,7 +167,7 @@ impl CgiProgram {
         // Started as a CGI script itself (Apache ScriptAlias to this
         // binary), with no PROGRAM, SCRIPT_FILENAME names us: running it
         // would start us again, and again.
-        if self.own_exe.as_deref() == Some(real.as_path()) {
+        if self.own_exe == Some((meta.dev(), meta.ino())) {
             return Err(Refusal(
                 500,
                 "Internal Server Error",
@@ -230,30 +218,6 @@ fn error_page(
     )
 }
 
-/// How a program run ended, as far as the response goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// Its stdout ended.
-    Eof,
-    /// The client went away.
-    Aborted,
-    /// `--timeout` passed.
-    TimedOut,
-    /// Its header block was invalid.
-    BadHead,
-}
-
-fn describe(status: Option<ExitStatus>) -> String {
-    match status {
-        Some(s) => match (s.code(), s.signal()) {
-            (Some(c), _) => format!("exit status {c}"),
-            (_, Some(sig)) => format!("killed by signal {sig}"),
-            _ => s.to_string(),
-        },
-        None => "still running".into(),
-    }
-}
-
 impl Handler for CgiProgram {
     fn handle(
         &self,
@@ -300,42 +264,28 @@ impl Handler for CgiProgram {
                 );
             }
         };
-        let run = Run {
-            name: &name,
-            pid: child.id(),
-            deadline: self.cfg.timeout.map(|t| Instant::now() + t),
-            tail: Mutex::new(VecDeque::new()),
-            log_stderr: self.cfg.log_stderr,
-        };
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let err_handle = resp.stderr();
-        let (end, head_sent, status) = std::thread::scope(|s| {
-            let body = req.body();
-            let watch = body.abort_watch();
-            s.spawn(move || feed(body, stdin));
-            let run = &run;
-            s.spawn(move || run.drain_stderr(stderr, &err_handle));
-            let (end, head_sent) = match stdout {
-                Some(out) => run.pump(out, resp, &watch),
-                None => (End::Eof, false),
-            };
-            let status = run.reap(&mut child, end);
-            (end, head_sent, status)
-        });
-        lock(&self.running).remove(&run.pid);
-        let tail = run.tail_text();
-        match end {
+        let deadline = self.cfg.timeout.map(|t| Instant::now() + t);
+        let pid = child.id();
+        let out = child::run(
+            &mut child,
+            &name,
+            deadline,
+            self.cfg.log_stderr,
+            req.body(),
+            resp,
+        );
+        lock(&self.running).remove(&pid);
+        let status = describe(out.status);
+        let tail = tail_text(&out.tail);
+        match out.end {
             End::Aborted => {
                 log::info!(
-                    "{name}: client went away; killed the program ({})",
-                    describe(status)
+                    "{name}: client went away; killed the program ({status})"
                 );
                 Ok(())
             }
-            End::TimedOut if !head_sent => {
-                log::warn!("{name}: no response within --timeout; killed ({}); answered 504{tail}", describe(status));
+            End::TimedOut if !out.head_sent => {
+                log::warn!("{name}: no response within --timeout; killed ({status}); answered 504{tail}");
                 error_page(
                     resp,
                     504,
@@ -344,18 +294,12 @@ impl Handler for CgiProgram {
                 )
             }
             End::TimedOut => {
-                log::warn!(
-                    "{name}: still running at --timeout; killed ({}){tail}",
-                    describe(status)
-                );
+                log::warn!("{name}: still running at --timeout; killed ({status}){tail}");
                 Ok(())
             }
-            End::BadHead | End::Eof if !head_sent => {
-                if end == End::Eof {
-                    log::error!(
-                        "{name}: ended before a complete header block ({}); answered 502{tail}",
-                        describe(status)
-                    );
+            End::BadHead | End::Eof if !out.head_sent => {
+                if out.end == End::Eof {
+                    log::error!("{name}: ended before a complete header block ({status}); answered 502{tail}");
                 }
                 error_page(
                     resp,
@@ -365,11 +309,8 @@ impl Handler for CgiProgram {
                 )
             }
             _ => {
-                if status.is_some_and(|s| !s.success()) {
-                    log::info!(
-                        "{name}: {} after its response{tail}",
-                        describe(status)
-                    );
+                if out.status.is_some_and(|s| !s.success()) {
+                    log::info!("{name}: {status} after its response{tail}");
                 }
                 Ok(())
             }
@@ -383,204 +324,11 @@ impl Handler for CgiProgram {
     }
 }
 
-/// Copies the body into the child's stdin and closes it at the end. If
-/// the child stops reading, the rest of the body is read and dropped so
-/// the connection stays in step.
-fn feed(body: &mut Body, stdin: Option<std::process::ChildStdin>) {
-    let mut stdin = stdin;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if let Some(w) = &mut stdin {
-            if w.write_all(&buf[..n]).is_err() {
-                stdin = None;
-            }
-        }
+/// The last stderr lines for a log line.
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return "; it wrote nothing on stderr".into();
     }
-}
-
-/// One program run.
-struct Run<'a> {
-    name: &'a str,
-    pid: u32,
-    deadline: Option<Instant>,
-    tail: Mutex<VecDeque<String>>,
-    log_stderr: bool,
-}
-
-impl Run<'_> {
-    fn timed_out(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
-    }
-
-    /// Passes stderr on line by line, prefixed with the program's name,
-    /// and keeps the last lines for the log of a failure.
-    fn drain_stderr(
-        &self,
-        stderr: Option<std::process::ChildStderr>,
-        out: &StderrHandle,
-    ) {
-        let Some(stderr) = stderr else { return };
-        let mut r = BufReader::new(stderr);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match (&mut r).take(STDERR_LINE).read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\n', '\r']);
-            let _ = out.send(format!("{}: {text}\n", self.name).as_bytes());
-            if self.log_stderr {
-                log::warn!("{}: {text}", self.name);
-            }
-            let mut tail = lock(&self.tail);
-            if tail.len() == STDERR_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(text.to_string());
-        }
-    }
-
-    fn tail_text(&self) -> String {
-        let tail = lock(&self.tail);
-        if tail.is_empty() {
-            return "; it wrote nothing on stderr".into();
-        }
-        let lines: Vec<String> =
-            tail.iter().map(|l| format!("{l:?}")).collect();
-        format!("; its last stderr lines: {}", lines.join(" | "))
-    }
-
-    /// Reads the child's stdout: the header block first (checked, and a
-    /// bare absolute `Location` turned into a 302), then the body passed
-    /// on untouched. Output is sent as soon as the child pauses, so a
-    /// progress page streams. Returns how it ended and whether a header
-    /// block went out.
-    fn pump(
-        &self,
-        mut out: ChildStdout,
-        resp: &mut Response,
-        watch: &AbortWatch,
-    ) -> (End, bool) {
-        let mut head: Vec<u8> = Vec::new();
-        let mut head_sent = false;
-        let mut buf = vec![0u8; CHUNK];
-        let fd = out.as_raw_fd();
-        let mut last_check = Instant::now();
-        loop {
-            if resp.is_aborted() {
-                return (End::Aborted, head_sent);
-            }
-            if self.timed_out() {
-                return (End::TimedOut, head_sent);
-            }
-            if last_check.elapsed() >= TICK {
-                last_check = Instant::now();
-                if watch.poll() {
-                    return (End::Aborted, head_sent);
-                }
-            }
-            match sys::wait_fd(fd, Interest::Read, TICK) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(_) => return (End::Eof, head_sent),
-            }
-            let n = match out.read(&mut buf) {
-                Ok(0) => return (End::Eof, head_sent),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return (End::Eof, head_sent),
-            };
-            let written = if head_sent {
-                resp.write_all(&buf[..n])
-            } else {
-                head.extend_from_slice(&buf[..n]);
-                match response::parse_head(&head) {
-                    Ok(Status::Complete(h, _)) => {
-                        head_sent = true;
-                        let absolute = h
-                            .location
-                            .as_deref()
-                            .is_some_and(|l| !l.starts_with('/'));
-                        if absolute && !h.has_status {
-                            let _ = resp.write_all(b"Status: 302 Found\r\n");
-                        }
-                        resp.write_all(&std::mem::take(&mut head))
-                    }
-                    Ok(Status::Partial) if head.len() <= MAX_HEAD => Ok(()),
-                    Ok(Status::Partial) => {
-                        log::error!(
-                            "{}: {}; answered 502",
-                            self.name,
-                            HeadError::TooLong
-                        );
-                        return (End::BadHead, false);
-                    }
-                    Err(e) => {
-                        log::error!(
-                            "{}: invalid CGI output, {e}; answered 502",
-                            self.name
-                        );
-                        return (End::BadHead, false);
-                    }
-                }
-            };
-            if written.is_err() {
-                return (End::Aborted, head_sent);
-            }
-            // Send now unless more output is already waiting.
-            if head_sent
-                && !sys::wait_fd(fd, Interest::Read, Duration::ZERO)
-                    .unwrap_or(false)
-                && resp.flush().is_err()
-            {
-                return (End::Aborted, head_sent);
-            }
-        }
-    }
-
-    /// Waits for the child and reaps it. Ended early (abort, timeout,
-    /// bad output): SIGTERM to its group, SIGKILL after [`KILL_GRACE`].
-    /// Either way the group gets a final SIGKILL, so no grandchild
-    /// outlives the request.
-    fn reap(&self, child: &mut Child, end: End) -> Option<ExitStatus> {
-        let group = self.pid;
-        let mut status = None;
-        if end == End::Eof {
-            // Its output is complete; it may still be tidying up, within
-            // --timeout if there is one.
-            status = wait_until(child, |_| self.timed_out());
-        }
-        if status.is_none() {
-            let _ = sys::kill_group(group, sys::sig::TERM);
-            let grace = Instant::now() + KILL_GRACE;
-            status = wait_until(child, |now| now >= grace);
-        }
-        let _ = sys::kill_group(group, sys::sig::KILL);
-        status.or_else(|| child.wait().ok())
-    }
-}
-
-/// Polls for the child's exit with a growing interval until it exits or
-/// `give_up` says to stop waiting.
-fn wait_until(
-    child: &mut Child,
-    give_up: impl Fn(Instant) -> bool,
-) -> Option<ExitStatus> {
-    let mut pause = Duration::from_micros(100);
-    loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        if give_up(Instant::now()) {
-            return None;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(TICK);
-    }
+    let lines: Vec<String> = tail.iter().map(|l| format!("{l:?}")).collect();
+    format!("; its last stderr lines: {}", lines.join(" | "))
 }

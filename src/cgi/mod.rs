@@ -2,6 +2,7 @@
 //! the environment and stdin to stdout, and the pure CGI pieces shared
 //! with the FastCGI side (the response header parser).
 
+pub mod child;
 pub mod env;
 pub mod exec;
 pub mod response;

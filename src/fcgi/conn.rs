@@ -270,6 +270,9 @@ pub struct Conn {
     pending: Option<Pending>,
     limits: Limits,
     capacity: Capacity,
+    /// A request was refused on a connection not to be kept: close it
+    /// gracefully, its remaining records may still be on their way.
+    refused: bool,
 }
 
 impl Conn {
@@ -289,6 +292,7 @@ impl Conn {
             pending: None,
             limits,
             capacity,
+            refused: false,
         }
     }
 
@@ -315,6 +319,9 @@ impl Conn {
         let mut rx = lock(&rx);
         loop {
             if let Some(p) = self.step(&mut rx)? {
+                if self.refused {
+                    linger(&*self.wire, &mut rx);
+                }
                 return Ok(p);
             }
             if !read && rx.drained {
@@ -383,7 +390,12 @@ impl Conn {
                 if begin.role != Role::Responder {
                     log::warn!("refusing role {:?} of request {id}: only the responder role is served", begin.role);
                     self.end_request(id, ProtocolStatus::UnknownRole)?;
-                    return Ok((!begin.keep_conn).then_some(Progress::Done));
+                    if begin.keep_conn {
+                        return Ok(None);
+                    }
+                    // The rest of the refused request may still come.
+                    self.refused = true;
+                    return Ok(Some(Progress::Done));
                 }
                 self.pending = Some(Pending {
                     id,
@@ -425,7 +437,11 @@ impl Conn {
             RecordType::AbortRequest if active == Some(id) => {
                 let keep = self.pending.take().is_some_and(|p| p.keep_conn);
                 self.end_request(id, ProtocolStatus::RequestComplete)?;
-                Ok((!keep).then_some(Progress::Done))
+                if keep {
+                    return Ok(None);
+                }
+                self.refused = true;
+                Ok(Some(Progress::Done))
             }
             RecordType::Other(_)
             | RecordType::EndRequest
@@ -615,16 +631,21 @@ impl Conn {
     /// until the peer closes, so the kernel does not answer those bytes
     /// with a reset that could destroy the response in flight.
     fn linger(&self) {
-        self.wire.shutdown_write();
-        let mut rx = lock(&self.rx);
-        let mut discarded = 0usize;
-        while discarded < LINGER_BYTES {
-            rx.clear();
-            if rx.fill_wait(&*self.wire).is_err() || rx.eof {
-                return;
-            }
-            discarded += rx.pending().len();
+        linger(&*self.wire, &mut lock(&self.rx));
+    }
+}
+
+/// Stops sending and reads until the peer closes (at most
+/// [`LINGER_BYTES`], each wait bounded by the I/O timeout).
+fn linger(wire: &dyn Wire, rx: &mut Rx) {
+    wire.shutdown_write();
+    let mut discarded = 0usize;
+    while discarded < LINGER_BYTES {
+        rx.clear();
+        if rx.fill_wait(wire).is_err() || rx.eof {
+            return;
         }
+        discarded += rx.pending().len();
     }
 }
 

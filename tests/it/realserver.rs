@@ -241,6 +241,15 @@ pub struct Site<'a> {
 }
 
 impl Site<'_> {
+    /// The app's own URL: its mount point, `/` for the root.
+    fn base(&self) -> &str {
+        if self.app.is_empty() {
+            "/"
+        } else {
+            self.app
+        }
+    }
+
     fn fail(&self, msg: &str) -> ! {
         panic!("{}: {msg}\n{}", self.what, (self.dump)())
     }
@@ -284,7 +293,7 @@ impl Site<'_> {
     /// A 10 MB upload comes back byte for byte.
     pub fn check_upload(&self) {
         let body = upload_bytes(10 << 20);
-        let url = format!("{}?echo", self.app);
+        let url = format!("{}?echo", self.base());
         let r = self.get("POST", &url, &body);
         self.expect_ok(&r, "10 MB upload");
         if r.body.len() != body.len() || fnv64(&r.body) != fnv64(&body) {
@@ -300,7 +309,7 @@ impl Site<'_> {
     /// A 50 MB download arrives whole.
     pub fn check_download(&self) {
         let n = 50 << 20;
-        let url = format!("{}?download={n}", self.app);
+        let url = format!("{}?download={n}", self.base());
         let r = self.get("GET", &url, b"");
         self.expect_ok(&r, "50 MB download");
         let want = download_pattern(n);
@@ -318,7 +327,8 @@ impl Site<'_> {
     /// The app's stderr lands in the web server's error log.
     pub fn check_stderr(&self) {
         let token = format!("tok{}x{}", std::process::id(), self.port);
-        let r = self.get("GET", &format!("{}?stderr={token}", self.app), b"");
+        let url = format!("{}?stderr={token}", self.base());
+        let r = self.get("GET", &url, b"");
         self.expect_ok(&r, "stderr request");
         let want = format!("app.cgi stderr {token}");
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,0 +1,490 @@
+//! One run of a CGI program, from its spawn to its reaping: the request
+//! body into its stdin, its stdout (header block checked, then the body
+//! untouched) and its stderr (line by line, prefixed) out, all at once so
+//! that no pipe can fill up and stall both sides. One thread does it all
+//! in a `poll` loop; only a body too large for the stdin pipe gets a
+//! thread of its own to feed it, so a plain GET costs no thread at all.
+//!
+//! Ends early on client abort, `--timeout` or invalid output, and then
+//! stops the program's process group: SIGTERM, SIGKILL after
+//! [`KILL_GRACE`]. The group always gets a final SIGKILL, so nothing the
+//! program started outlives the request.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus};
+use std::time::{Duration, Instant};
+
+use super::response::{self, HeadError, MAX_HEAD};
+use crate::api::{AbortWatch, Body, Response, StderrHandle};
+use crate::fcgi::record::Status;
+use crate::sys;
+
+/// Time between SIGTERM and SIGKILL when a program must stop.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How often a waiting request checks for a client abort or a timeout.
+const TICK: Duration = Duration::from_millis(50);
+/// Lines of a program's stderr quoted when it fails.
+const STDERR_TAIL: usize = 5;
+/// Longest stderr line passed on in one piece.
+const STDERR_LINE: usize = 4096;
+/// Size of the pipe reads and of the body chunks.
+const CHUNK: usize = 64 * 1024;
+
+/// How the program's output ended, as far as the response goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Its stdout ended.
+    Eof,
+    /// The client went away.
+    Aborted,
+    /// `--timeout` passed.
+    TimedOut,
+    /// Its header block was invalid (already logged).
+    BadHead,
+}
+
+/// What a run came to.
+pub struct Outcome {
+    /// How the output ended.
+    pub end: End,
+    /// True if and only if a valid header block was sent on.
+    pub head_sent: bool,
+    /// Its exit status, if it was reaped.
+    pub status: Option<ExitStatus>,
+    /// Its last stderr lines, for the log.
+    pub tail: Vec<String>,
+}
+
+/// "exit status 3", "killed by signal 9".
+pub fn describe(status: Option<ExitStatus>) -> String {
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exit status {c}"),
+            (_, Some(sig)) => format!("killed by signal {sig}"),
+            _ => s.to_string(),
+        },
+        None => "still running".into(),
+    }
+}
+
+/// Runs the spawned `child` (its stdio piped, its own process group)
+/// for the request: `name` prefixes its stderr lines.
+pub fn run(
+    child: &mut Child,
+    name: &str,
+    deadline: Option<Instant>,
+    log_stderr: bool,
+    body: &mut Body,
+    resp: &mut Response,
+) -> Outcome {
+    let mut st = State {
+        name,
+        deadline,
+        log_stderr,
+        err_out: resp.stderr(),
+        line: Vec::new(),
+        tail: VecDeque::new(),
+        stderr: child.stderr.take(),
+    };
+    let watch = body.abort_watch();
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let (end, head_sent, status) = std::thread::scope(|s| {
+        let feeder = feed_inline(body, stdin).map(|(stdin, left)| {
+            // The pipe is full: the program reads slower than the body
+            // comes. Feed the rest from a thread while we pump output.
+            let _ = sys::set_nonblocking(stdin.as_raw_fd(), false);
+            s.spawn(move || feed(body, stdin, left))
+        });
+        let body_done = || feeder.as_ref().map_or(true, |f| f.is_finished());
+        let (end, head_sent) = match stdout {
+            Some(out) => st.pump(out, resp, &watch, &body_done),
+            None => (End::Eof, false),
+        };
+        // Before the feeder is joined: a program that is killed stops
+        // blocking the feeder's writes.
+        let status = st.finish(child, end, &watch);
+        (end, head_sent, status)
+    });
+    Outcome {
+        end,
+        head_sent,
+        status,
+        tail: st.tail.into_iter().collect(),
+    }
+}
+
+/// Writes the body into the non-blocking stdin pipe until the body ends
+/// (then stdin is closed: None) or the pipe is full (Some: the pipe and
+/// the bytes not yet written). A program that closes its stdin early gets
+/// no more; the rest of the body is read and dropped to keep the
+/// connection in step.
+fn feed_inline(
+    body: &mut Body,
+    stdin: Option<ChildStdin>,
+) -> Option<(ChildStdin, Vec<u8>)> {
+    let mut stdin =
+        stdin.filter(|s| sys::set_nonblocking(s.as_raw_fd(), true).is_ok());
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => n,
+        };
+        let Some(w) = &mut stdin else { continue };
+        let mut done = 0;
+        while done < n {
+            match w.write(&buf[done..n]) {
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = buf[done..n].to_vec();
+                    return stdin.map(|s| (s, left));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    stdin = None;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The rest of [`feed_inline`]'s work, with blocking writes.
+fn feed(body: &mut Body, stdin: ChildStdin, left: Vec<u8>) {
+    let mut stdin = Some(stdin);
+    let write = |data: &[u8], stdin: &mut Option<ChildStdin>| {
+        if let Some(w) = stdin {
+            if w.write_all(data).is_err() {
+                *stdin = None;
+            }
+        }
+    };
+    write(&left, &mut stdin);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match body.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => write(&buf[..n], &mut stdin),
+        }
+    }
+}
+
+/// Output beyond this much is held in a temporary file.
+const HOLD_MEMORY: usize = 1 << 20;
+
+/// Output held back until the request body is in: in memory, then in an
+/// unlinked temporary file, so memory stays bounded.
+#[derive(Default)]
+struct Held {
+    mem: Vec<u8>,
+    file: Option<std::fs::File>,
+}
+
+impl Held {
+    fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.file.is_none() && self.mem.len() + data.len() <= HOLD_MEMORY {
+            self.mem.extend_from_slice(data);
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let mut f = sys::temp_file()?;
+                f.write_all(&std::mem::take(&mut self.mem))?;
+                self.file.insert(f)
+            }
+        };
+        file.write_all(data)
+    }
+
+    /// Sends what was held, in order.
+    fn release(self, resp: &mut Response) -> io::Result<()> {
+        resp.write_all(&self.mem)?;
+        if let Some(mut f) = self.file {
+            use std::io::Seek;
+            f.seek(io::SeekFrom::Start(0))?;
+            io::copy(&mut f, resp)?;
+        }
+        resp.flush()
+    }
+}
+
+/// The output side of a run.
+struct State<'a> {
+    name: &'a str,
+    deadline: Option<Instant>,
+    log_stderr: bool,
+    err_out: StderrHandle,
+    /// An incomplete stderr line.
+    line: Vec<u8>,
+    tail: VecDeque<String>,
+    /// Open until it ends.
+    stderr: Option<ChildStderr>,
+}
+
+impl State<'_> {
+    fn timed_out(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Passes one stderr line on, prefixed with the program's name, and
+    /// keeps it for the log of a failure.
+    fn stderr_line(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let _ = self
+            .err_out
+            .send(format!("{}: {text}\n", self.name).as_bytes());
+        if self.log_stderr {
+            log::warn!("{}: {text}", self.name);
+        }
+        if self.tail.len() == STDERR_TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(text.to_string());
+    }
+
+    /// Reads what stderr has (it is readable); closes it at its end.
+    fn read_stderr(&mut self, buf: &mut [u8]) {
+        let Some(err) = &mut self.stderr else { return };
+        let n = match err.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            self.stderr = None;
+            if !self.line.is_empty() {
+                let line = std::mem::take(&mut self.line);
+                self.stderr_line(&line);
+            }
+            return;
+        }
+        self.line.extend_from_slice(&buf[..n]);
+        while let Some(nl) = self.line.iter().position(|&c| c == b'\n') {
+            let rest = self.line.split_off(nl + 1);
+            let line = std::mem::replace(&mut self.line, rest);
+            self.stderr_line(&line);
+        }
+        while self.line.len() >= STDERR_LINE {
+            let rest = self.line.split_off(STDERR_LINE);
+            let line = std::mem::replace(&mut self.line, rest);
+            self.stderr_line(&line);
+        }
+    }
+
+    fn stderr_fd(&self) -> Option<RawFd> {
+        self.stderr.as_ref().map(|e| e.as_raw_fd())
+    }
+
+    /// Reads stdout and stderr as they come: the header block first
+    /// (checked, and a bare absolute `Location` made a 302 as RFC 3875
+    /// §6.2.3 says), then the body passed on untouched and sent as soon
+    /// as the program pauses, so a progress page streams. Returns how it
+    /// ended and whether a header block went out.
+    ///
+    /// While the body is still coming in (`body_done` false), output is
+    /// held back, in memory and then in a temporary file: nginx stops
+    /// sending a request body once the response has begun, so a program
+    /// that answers before reading its body would wait for it forever.
+    fn pump(
+        &mut self,
+        mut out: ChildStdout,
+        resp: &mut Response,
+        watch: &AbortWatch,
+        body_done: &dyn Fn() -> bool,
+    ) -> (End, bool) {
+        let mut head: Vec<u8> = Vec::new();
+        let mut head_sent = false;
+        let mut buf = vec![0u8; CHUNK];
+        let fd = out.as_raw_fd();
+        let mut last_check = Instant::now();
+        let mut held = (!body_done()).then(Held::default);
+        let ended = |end: End, head_sent: bool| (end, head_sent);
+        loop {
+            if held.is_some() && body_done() {
+                if let Err(e) = held.take().map_or(Ok(()), |h| h.release(resp))
+                {
+                    log::info!("{}: sending held output: {e}", self.name);
+                    return ended(End::Aborted, head_sent);
+                }
+            }
+            if resp.is_aborted() {
+                return (End::Aborted, head_sent);
+            }
+            if self.timed_out() {
+                return (End::TimedOut, head_sent);
+            }
+            if last_check.elapsed() >= TICK {
+                last_check = Instant::now();
+                // Once the body is in, the web server sends nothing more
+                // unless it aborts the request or hangs up.
+                if watch.poll() {
+                    return (End::Aborted, head_sent);
+                }
+            }
+            let ready = match sys::poll_readable(
+                &[Some(fd), self.stderr_fd()],
+                TICK,
+            ) {
+                Ok(r) => r,
+                Err(_) => return (End::Eof, head_sent),
+            };
+            if ready & 2 != 0 {
+                self.read_stderr(&mut buf);
+            }
+            if ready & 1 == 0 {
+                continue;
+            }
+            let n = match out.read(&mut buf) {
+                Ok(0) | Err(_) if held.is_some() => {
+                    // Output is complete; the body is still coming.
+                    if !self.await_body(resp, watch, body_done) {
+                        return ended(End::Aborted, head_sent);
+                    }
+                    continue;
+                }
+                Ok(0) => return (End::Eof, head_sent),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return (End::Eof, head_sent),
+            };
+            let mut emit = |data: &[u8], resp: &mut Response| match &mut held {
+                Some(h) => h.push(data),
+                None => resp.write_all(data),
+            };
+            let written = if head_sent {
+                emit(&buf[..n], resp)
+            } else {
+                head.extend_from_slice(&buf[..n]);
+                match response::parse_head(&head) {
+                    Ok(Status::Complete(h, _)) => {
+                        head_sent = true;
+                        let absolute = h
+                            .location
+                            .as_deref()
+                            .is_some_and(|l| !l.starts_with('/'));
+                        if absolute && !h.has_status {
+                            let _ = emit(b"Status: 302 Found\r\n", resp);
+                        }
+                        emit(&std::mem::take(&mut head), resp)
+                    }
+                    Ok(Status::Partial) if head.len() <= MAX_HEAD => Ok(()),
+                    Ok(Status::Partial) => {
+                        log::error!(
+                            "{}: {}; answered 502",
+                            self.name,
+                            HeadError::TooLong
+                        );
+                        return (End::BadHead, false);
+                    }
+                    Err(e) => {
+                        log::error!(
+                            "{}: invalid CGI output, {e}; answered 502",
+                            self.name
+                        );
+                        return (End::BadHead, false);
+                    }
+                }
+            };
+            if written.is_err() {
+                return (End::Aborted, head_sent);
+            }
+            // Send now unless more output is already waiting.
+            let more = sys::poll_readable(&[Some(fd)], Duration::ZERO)
+                .is_ok_and(|r| r != 0);
+            if head_sent && held.is_none() && !more && resp.flush().is_err() {
+                return (End::Aborted, head_sent);
+            }
+        }
+    }
+
+    /// Waits until the body has all come in (the feeder drops what the
+    /// program no longer reads); false if the client went away first.
+    fn await_body(
+        &mut self,
+        resp: &Response,
+        watch: &AbortWatch,
+        body_done: &dyn Fn() -> bool,
+    ) -> bool {
+        while !body_done() {
+            if resp.is_aborted() || watch.poll() || self.timed_out() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Waits for the program and reaps it, reading the rest of its
+    /// stderr. After a complete output it may go on tidying up (within
+    /// `--timeout` if there is one); after an early end its group gets
+    /// SIGTERM, then SIGKILL after [`KILL_GRACE`]. Either way the group
+    /// gets a final SIGKILL.
+    fn finish(
+        &mut self,
+        child: &mut Child,
+        end: End,
+        watch: &AbortWatch,
+    ) -> Option<ExitStatus> {
+        let group = child.id();
+        let mut status = None;
+        if end == End::Eof {
+            status = self.wait(child, |st| st.timed_out() || watch.poll());
+        }
+        if status.is_none() {
+            let _ = sys::kill_group(group, sys::sig::TERM);
+            let grace = Instant::now() + KILL_GRACE;
+            status = self.wait(child, |_| Instant::now() >= grace);
+        }
+        let _ = sys::kill_group(group, sys::sig::KILL);
+        let status = status.or_else(|| child.wait().ok());
+        // What the program wrote last, now that nothing holds the pipe.
+        let mut buf = vec![0u8; CHUNK];
+        while let Some(fd) = self.stderr_fd() {
+            match sys::poll_readable(&[Some(fd)], Duration::ZERO) {
+                Ok(r) if r != 0 => self.read_stderr(&mut buf),
+                _ => break,
+            }
+        }
+        status
+    }
+
+    /// Reads stderr while waiting for the program to exit, until it does
+    /// or `give_up` says to stop waiting.
+    fn wait(
+        &mut self,
+        child: &mut Child,
+        give_up: impl Fn(&Self) -> bool,
+    ) -> Option<ExitStatus> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            if give_up(self) {
+                return None;
+            }
+            match self.stderr_fd() {
+                // Its stderr closes when it exits (or a grandchild holds
+                // it: hence the bounded wait).
+                Some(fd) => {
+                    if let Ok(r) = sys::poll_readable(&[Some(fd)], TICK) {
+                        if r != 0 {
+                            self.read_stderr(&mut buf);
+                        }
+                    }
+                }
+                None => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(TICK);
+                }
+            }
+        }
+    }
+}
