@@ -55,7 +55,8 @@ pub struct Server {
     mode: Option<ForcedMode>,
     bind: Option<BindAddr>,
     socket_mode: Option<u32>,
-    workers: usize,
+    /// None: [`default_workers`], computed only if FastCGI is served.
+    workers: Option<usize>,
     cfg: ServerConfig,
 }
 
@@ -72,9 +73,9 @@ impl Server {
             mode: None,
             bind: None,
             socket_mode: None,
-            workers: default_workers(),
+            workers: None,
             cfg: ServerConfig {
-                workers: default_workers(),
+                workers: 1,
                 max_conns: DEFAULT_MAX_CONNS,
                 io_timeout: Duration::from_secs(DEFAULT_IO_TIMEOUT_SECS),
                 grace: Duration::from_secs(DEFAULT_GRACE_SECS),
@@ -86,7 +87,7 @@ impl Server {
 
     /// Worker threads: FastCGI requests served at once (at least 1).
     pub fn workers(mut self, n: usize) -> Server {
-        self.workers = n.max(1);
+        self.workers = Some(n.max(1));
         self
     }
 
@@ -156,7 +157,10 @@ impl Server {
         })?;
         let mode =
             mode::decide(&mode::probe(), self.mode, self.bind.as_ref())?;
-        let workers = if mode == Mode::Cgi { 1 } else { self.workers };
+        let workers = match mode {
+            Mode::Cgi => 1,
+            _ => self.workers.unwrap_or_else(default_workers),
+        };
         let _ = FACTS.set(ServerFacts {
             mode: mode.to_string(),
             workers,

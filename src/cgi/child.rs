@@ -126,8 +126,8 @@ fn feed_inline(
     body: &mut Body,
     stdin: Option<ChildStdin>,
 ) -> Option<(ChildStdin, Vec<u8>)> {
-    let mut stdin =
-        stdin.filter(|s| sys::set_nonblocking(s.as_raw_fd(), true).is_ok());
+    let mut stdin = stdin;
+    let mut nonblocking = false;
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match body.read(&mut buf) {
@@ -135,6 +135,14 @@ fn feed_inline(
             Ok(n) => n,
         };
         let Some(w) = &mut stdin else { continue };
+        // Only now: a request without a body (most) costs no fcntl.
+        if !nonblocking {
+            if sys::set_nonblocking(w.as_raw_fd(), true).is_err() {
+                stdin = None;
+                continue;
+            }
+            nonblocking = true;
+        }
         let mut done = 0;
         while done < n {
             match w.write(&buf[done..n]) {
@@ -434,12 +442,13 @@ impl State<'_> {
         let group = child.id();
         let mut status = None;
         if end == End::Eof {
-            status = self.wait(child, |st| st.timed_out() || watch.poll());
+            status =
+                self.wait(child, true, |st| st.timed_out() || watch.poll());
         }
         if status.is_none() {
             let _ = sys::kill_group(group, sys::sig::TERM);
             let grace = Instant::now() + KILL_GRACE;
-            status = self.wait(child, |_| Instant::now() >= grace);
+            status = self.wait(child, false, |_| Instant::now() >= grace);
         }
         let _ = sys::kill_group(group, sys::sig::KILL);
         let status = status.or_else(|| child.wait().ok());
@@ -455,20 +464,28 @@ impl State<'_> {
     }
 
     /// Reads stderr while waiting for the program to exit, until it does
-    /// or `give_up` says to stop waiting.
+    /// or `give_up` (asked at most once per tick) says to stop waiting.
+    /// With `may_block`, once stderr is closed and there is no deadline
+    /// it waits blocking: the program is exiting then (or went on after
+    /// closing its output, and is waited for as any CGI server would).
     fn wait(
         &mut self,
         child: &mut Child,
+        may_block: bool,
         give_up: impl Fn(&Self) -> bool,
     ) -> Option<ExitStatus> {
         let mut buf = vec![0u8; CHUNK];
         let mut pause = Duration::from_micros(50);
+        let mut last_check: Option<Instant> = None;
         loop {
             if let Ok(Some(s)) = child.try_wait() {
                 return Some(s);
             }
-            if give_up(self) {
-                return None;
+            if last_check.map_or(true, |t| t.elapsed() >= TICK) {
+                if give_up(self) {
+                    return None;
+                }
+                last_check = Some(Instant::now());
             }
             match self.stderr_fd() {
                 // Its stderr closes when it exits (or a grandchild holds
@@ -479,6 +496,9 @@ impl State<'_> {
                             self.read_stderr(&mut buf);
                         }
                     }
+                }
+                None if may_block && self.deadline.is_none() => {
+                    return child.wait().ok();
                 }
                 None => {
                     std::thread::sleep(pause);
