@@ -72,6 +72,8 @@ struct Entry {
     since: Option<Instant>,
     /// Requests served on this connection, for the log.
     served: u64,
+    /// The wait for a new connection's first bytes is over.
+    waited: bool,
 }
 
 /// A slot of the connection table; the generation tells an event for a
@@ -298,14 +300,6 @@ fn accept(sh: &Shared, i: usize) {
     }
     sh.conns.fetch_add(1, Ordering::SeqCst);
     log::debug!("{}: connection accepted", stream.peer());
-    // A client connects, then writes: give its first bytes a moment to
-    // arrive, which costs less than parking the connection and being
-    // woken for it. Bounded, so a silent client costs little.
-    let _ = sys::wait_fd(
-        stream.as_raw_fd(),
-        sys::Interest::Read,
-        FIRST_BYTES_WAIT,
-    );
     let stream = Arc::new(stream);
     let conn = Conn::new(stream.clone(), sh.cfg.limits, sh.capacity);
     serve_conn(
@@ -316,6 +310,7 @@ fn accept(sh: &Shared, i: usize) {
             conn,
             since: None,
             served: 0,
+            waited: false,
         },
     );
 }
@@ -363,7 +358,9 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
             }
             Ok(Progress::NeedMore) => {
                 let mid = entry.conn.mid_request();
-                if !mid && linger(sh, &entry.stream) {
+                let lingered = !mid && linger(sh, &entry);
+                entry.waited = true;
+                if lingered {
                     read = true;
                     continue;
                 }
@@ -406,10 +403,19 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
 /// idle to take any other work, waits a moment for this connection's next
 /// request instead of parking it: the same thread then serves it, hot, as
 /// a thread-per-connection server would. True if and only if bytes came.
-fn linger(sh: &Shared, stream: &Stream) -> bool {
-    sh.idle.load(Ordering::SeqCst) > 0
-        && !sh.stopping.load(Ordering::SeqCst)
-        && sys::wait_fd(stream.as_raw_fd(), sys::Interest::Read, LINGER)
+///
+/// A new connection always gets [`FIRST_BYTES_WAIT`]: a client connects,
+/// then writes, and its first bytes are usually a moment behind.
+fn linger(sh: &Shared, entry: &Entry) -> bool {
+    let wait = if entry.served == 0 && !entry.waited {
+        FIRST_BYTES_WAIT
+    } else if sh.idle.load(Ordering::SeqCst) > 0 {
+        LINGER
+    } else {
+        return false;
+    };
+    !sh.stopping.load(Ordering::SeqCst)
+        && sys::wait_fd(entry.stream.as_raw_fd(), sys::Interest::Read, wait)
             .unwrap_or(false)
 }
 
