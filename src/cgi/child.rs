@@ -90,23 +90,27 @@ pub fn run(
         stderr: child.stderr.take(),
     };
     let watch = body.abort_watch();
+    // One buffer for the run, zeroed once: a bodiless request on a tiny
+    // program costs little more than its spawn.
+    let mut buf = vec![0u8; CHUNK];
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let (end, head_sent, status) = std::thread::scope(|s| {
-        let feeder = feed_inline(body, stdin).map(|(stdin, left)| {
-            // The pipe is full: the program reads slower than the body
-            // comes. Feed the rest from a thread while we pump output.
-            let _ = sys::set_nonblocking(stdin.as_raw_fd(), false);
-            s.spawn(move || feed(body, stdin, left))
-        });
+        let feeder =
+            feed_inline(body, stdin, &mut buf).map(|(stdin, left)| {
+                // The pipe is full: the program reads slower than the body
+                // comes. Feed the rest from a thread while we pump output.
+                let _ = sys::set_nonblocking(stdin.as_raw_fd(), false);
+                s.spawn(move || feed(body, stdin, left))
+            });
         let body_done = || feeder.as_ref().map_or(true, |f| f.is_finished());
         let (end, head_sent) = match stdout {
-            Some(out) => st.pump(out, resp, &watch, &body_done),
+            Some(out) => st.pump(out, resp, &watch, &body_done, &mut buf),
             None => (End::Eof, false),
         };
         // Before the feeder is joined: a program that is killed stops
         // blocking the feeder's writes.
-        let status = st.finish(child, end, &watch);
+        let status = st.finish(child, end, &watch, &mut buf);
         (end, head_sent, status)
     });
     Outcome {
@@ -125,12 +129,12 @@ pub fn run(
 fn feed_inline(
     body: &mut Body,
     stdin: Option<ChildStdin>,
+    buf: &mut [u8],
 ) -> Option<(ChildStdin, Vec<u8>)> {
     let mut stdin = stdin;
     let mut nonblocking = false;
-    let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = match body.read(&mut buf) {
+        let n = match body.read(buf) {
             Ok(0) | Err(_) => return None,
             Ok(n) => n,
         };
@@ -305,10 +309,10 @@ impl State<'_> {
         resp: &mut Response,
         watch: &AbortWatch,
         body_done: &dyn Fn() -> bool,
+        buf: &mut [u8],
     ) -> (End, bool) {
         let mut head: Vec<u8> = Vec::new();
         let mut head_sent = false;
-        let mut buf = vec![0u8; CHUNK];
         let fd = out.as_raw_fd();
         let mut last_check = Instant::now();
         let mut held = (!body_done()).then(Held::default);
@@ -343,12 +347,12 @@ impl State<'_> {
                 Err(_) => return (End::Eof, head_sent),
             };
             if ready & 2 != 0 {
-                self.read_stderr(&mut buf);
+                self.read_stderr(buf);
             }
             if ready & 1 == 0 {
                 continue;
             }
-            let n = match out.read(&mut buf) {
+            let n = match out.read(buf) {
                 Ok(0) | Err(_) if held.is_some() => {
                     // Output is complete; the body is still coming.
                     if !self.await_body(resp, watch, body_done) {
@@ -438,25 +442,25 @@ impl State<'_> {
         child: &mut Child,
         end: End,
         watch: &AbortWatch,
+        buf: &mut [u8],
     ) -> Option<ExitStatus> {
         let group = child.id();
         let mut status = None;
         if end == End::Eof {
-            status =
-                self.wait(child, true, |st| st.timed_out() || watch.poll());
+            status = self
+                .wait(child, true, buf, |st| st.timed_out() || watch.poll());
         }
         if status.is_none() {
             let _ = sys::kill_group(group, sys::sig::TERM);
             let grace = Instant::now() + KILL_GRACE;
-            status = self.wait(child, false, |_| Instant::now() >= grace);
+            status = self.wait(child, false, buf, |_| Instant::now() >= grace);
         }
         let _ = sys::kill_group(group, sys::sig::KILL);
         let status = status.or_else(|| child.wait().ok());
         // What the program wrote last, now that nothing holds the pipe.
-        let mut buf = vec![0u8; CHUNK];
         while let Some(fd) = self.stderr_fd() {
             match sys::poll_readable(&[Some(fd)], Duration::ZERO) {
-                Ok(r) if r != 0 => self.read_stderr(&mut buf),
+                Ok(r) if r != 0 => self.read_stderr(buf),
                 _ => break,
             }
         }
@@ -472,9 +476,9 @@ impl State<'_> {
         &mut self,
         child: &mut Child,
         may_block: bool,
+        buf: &mut [u8],
         give_up: impl Fn(&Self) -> bool,
     ) -> Option<ExitStatus> {
-        let mut buf = vec![0u8; CHUNK];
         let mut pause = Duration::from_micros(50);
         let mut last_check: Option<Instant> = None;
         loop {
@@ -493,7 +497,7 @@ impl State<'_> {
                 Some(fd) => {
                     if let Ok(r) = sys::poll_readable(&[Some(fd)], TICK) {
                         if r != 0 {
-                            self.read_stderr(&mut buf);
+                            self.read_stderr(buf);
                         }
                     }
                 }
