@@ -371,15 +371,7 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let pid = self.pid();
-        let mut child = self.child.borrow_mut();
-        let _ = child.kill();
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{pid}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = child.wait();
+        crate::util::kill_group(&mut self.child.borrow_mut());
     }
 }
 

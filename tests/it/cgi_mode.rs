@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::cgi_program::{fixture, fixture_str, open_fds};
 use crate::util::{
-    bin, compare_bytes, pattern_bytes, show, CgiResponse, Server, Stream,
-    TempDir,
+    bin, compare_bytes, kill_group, pattern_bytes, show, CgiResponse, Server,
+    Stream, TempDir,
 };
 
 /// Hard time limit for one run of the binary.
@@ -231,18 +231,6 @@ fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
         }
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// SIGKILL to a child we started and its own process group; reaps it.
-fn kill_group(child: &mut Child) {
-    let pid = child.id();
-    let _ = child.kill();
-    let _ = Command::new("kill")
-        .args(["-s", "KILL", "--", &format!("-{pid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let _ = child.wait();
 }
 
 /// A plain CGI invocation: a clean environment with `PATH`,

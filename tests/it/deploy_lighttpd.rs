@@ -16,9 +16,9 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::deploy_daemons::{tail_of, wait_answering, Leftovers, Proc};
 use crate::realserver::{
-    example, free_port, http, render, require_tool, Site,
+    example, free_port, http, render, require_tool, tail_of, wait_answering,
+    Leftovers, Proc, Site,
 };
 use crate::util::{bin, describe_status, Server, TempDir, EXIT_TIMEOUT};
 

@@ -13,7 +13,10 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier, Mutex};
+
+use crate::util::{describe_status, Server, STARTUP_TIMEOUT};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -392,5 +395,165 @@ impl Site<'_> {
         self.check_download();
         self.check_stderr();
         self.check_concurrency();
+    }
+}
+
+// ---------------------------------------------------------------------
+// Processes a test started indirectly
+// ---------------------------------------------------------------------
+
+/// A process found in /proc, known by pid and start time, so that a
+/// reused pid is never taken for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    start: u64,
+    pub cmdline: String,
+}
+
+/// State, parent pid and start time of `pid`, from /proc/PID/stat.
+fn proc_stat(pid: u32) -> Option<(char, u32, u64)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start
+    // after the last ')'.  Then: state, ppid, ..., starttime (the 20th).
+    let fields: Vec<&str> =
+        s.get(s.rfind(')')? + 1..)?.split_whitespace().collect();
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(1)?.parse().ok()?,
+        fields.get(19)?.parse().ok()?,
+    ))
+}
+
+impl Proc {
+    /// The live (not zombie) children of `parent`.
+    pub fn children(parent: u32) -> Vec<Proc> {
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter_map(|pid: u32| {
+                let (state, ppid, start) = proc_stat(pid)?;
+                (ppid == parent && state != 'Z').then(|| Proc {
+                    pid,
+                    start,
+                    cmdline: fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|b| {
+                            String::from_utf8_lossy(&b).replace('\0', " ")
+                        })
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// True if and only if this very process still runs (a zombie is
+    /// over: only its reaping is left to do).
+    pub fn alive(&self) -> bool {
+        matches!(proc_stat(self.pid),
+            Some((state, _, start)) if start == self.start && state != 'Z')
+    }
+
+    /// The real user id, from /proc/PID/status.
+    pub fn uid(&self) -> Option<u32> {
+        proc_uid(self.pid)
+    }
+}
+
+/// The real user id of `pid`, from /proc/PID/status.
+pub fn proc_uid(pid: u32) -> Option<u32> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Processes a test started indirectly (a daemon's children, which may
+/// live in process groups of their own, out of reach of the `Server`
+/// guard): `wait_gone` checks that they ended; on drop, any still alive
+/// is killed by pid.
+#[derive(Default)]
+pub struct Leftovers {
+    procs: Mutex<Vec<Proc>>,
+}
+
+impl Leftovers {
+    /// Adds `procs` to those watched.
+    pub fn add(&self, procs: &[Proc]) {
+        let mut all = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        for p in procs {
+            if !all.contains(p) {
+                all.push(p.clone());
+            }
+        }
+    }
+
+    /// Waits until every watched process has ended; `Err` names those
+    /// still alive after `timeout`.
+    pub fn wait_gone(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let alive: Vec<Proc> = self
+                .procs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|p| p.alive())
+                .cloned()
+                .collect();
+            if alive.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "still running {timeout:?} after their daemon stopped: \
+                     {alive:?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        for p in procs.iter().filter(|p| p.alive()) {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &p.pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Waits until something answers HTTP on `port`; `Err` if `server`
+/// exits first or after `STARTUP_TIMEOUT`.
+pub fn wait_answering(server: &Server, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Some(s) = server.try_status() {
+            return Err(format!("{} before answering", describe_status(s)));
+        }
+        match http(port, "GET", "/", b"") {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("nothing answers HTTP on {port}: {e}"))
+            }
+            Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// The last 20 KB of a log file.
+pub fn tail_of(path: &Path) -> String {
+    match fs::read(path) {
+        Ok(b) => {
+            let s =
+                String::from_utf8_lossy(&b[b.len().saturating_sub(20_000)..]);
+            s.into_owned()
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
 }

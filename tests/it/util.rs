@@ -576,19 +576,23 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let pid = self.info.pid;
         let mut child =
             self.info.child.lock().unwrap_or_else(|e| e.into_inner());
-        // SIGKILL by pid (no-op error if it already exited).
-        let _ = child.kill();
-        // Also anything it left in its own process group (workers).
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{pid}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = child.wait();
+        kill_group(&mut child);
     }
+}
+
+/// SIGKILL to a child we started (no-op if it exited) and to anything
+/// left in its own process group (workers, programs); then reaps it.
+pub fn kill_group(child: &mut Child) {
+    let pid = child.id();
+    let _ = child.kill();
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.wait();
 }
 
 fn describe_command(cmd: &Command) -> String {
