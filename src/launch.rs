@@ -3,6 +3,7 @@
 //! the handler over that transport.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,6 +22,10 @@ use crate::signals::Signals;
 use crate::sys;
 
 static FACTS: OnceLock<ServerFacts> = OnceLock::new();
+
+/// Set once inherited sockets (fd 0, systemd's fds) have been adopted:
+/// a second adoption would close fds that belong to someone else by then.
+static INHERITED_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// What the running server is (for the `env` page); defaults before
 /// [`Server::run`] has decided.
@@ -166,6 +171,14 @@ impl Server {
             workers,
         });
         log::debug!("mode: {mode}");
+        let inherited =
+            matches!(mode, Mode::FastCgiFd0 | Mode::SocketActivated(_));
+        if inherited && INHERITED_TAKEN.swap(true, Ordering::SeqCst) {
+            return Err(Error::usage(
+                "the inherited listening sockets were taken by an earlier \
+                 run in this process",
+            ));
+        }
         let listeners = match mode {
             Mode::Cgi => return cgi::serve_cgi(&*self.handler),
             Mode::FastCgiFd0 => vec![Listener::from_fd(0)?],

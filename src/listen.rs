@@ -119,7 +119,9 @@ impl Listener {
     }
 
     /// Adopts an inherited listening socket (fd 0, or systemd's fd 3...).
-    pub fn from_fd(fd: RawFd) -> Result<Listener> {
+    /// Takes ownership of `fd`: the caller makes sure nothing else owns
+    /// it (see `launch`, which adopts each inherited fd once).
+    pub(crate) fn from_fd(fd: RawFd) -> Result<Listener> {
         let what = || format!("using inherited socket fd {fd}");
         let owned: OwnedFd =
             sys::adopt_fd(fd).map_err(|e| Error::io(what(), e))?;

@@ -165,20 +165,24 @@ pub fn serve(
         sh.cfg.workers,
         sh.cfg.max_conns
     );
-    loop {
+    // Stop signals read in one go: two of them (a double Ctrl-C) mean
+    // "at once".
+    let stops = loop {
         if alive.load(Ordering::SeqCst) == 0 {
             return Err(Error::io(
                 "serving",
                 std::io::Error::other("every worker thread stopped"),
             ));
         }
-        if signals
+        let n = signals
             .wait(Duration::from_millis(500))
-            .contains(&Signal::Stop)
-        {
-            break;
+            .iter()
+            .filter(|s| **s == Signal::Stop)
+            .count();
+        if n > 0 {
+            break n;
         }
-    }
+    };
     stop(&sh);
     let deadline = Instant::now() + sh.cfg.grace;
     while alive.load(Ordering::SeqCst) > 0 {
@@ -193,7 +197,7 @@ pub fn serve(
             return Ok(());
         }
         let wait = left.min(Duration::from_millis(50));
-        if signals.wait(wait).contains(&Signal::Stop) {
+        if stops > 1 || signals.wait(wait).contains(&Signal::Stop) {
             sh.handler.stop();
             return Err(Error::io(
                 "stopping",
@@ -221,6 +225,20 @@ fn stop(sh: &Shared) {
         l.unlink();
     }
     sys::write_byte(sh.stop_write.as_raw_fd(), 0);
+    // Idle kept connections will get no more answers: close them now, so
+    // the web server opens a new one elsewhere instead of waiting.
+    let idle: Vec<usize> = lock(&sh.slots)
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, s)| s.entry.as_ref().is_some_and(|e| e.since.is_none()))
+        .map(|(i, s)| {
+            s.entry = None;
+            i
+        })
+        .collect();
+    for i in idle {
+        close(sh, Some(i));
+    }
 }
 
 struct CountGuard<'a>(&'a AtomicUsize);
@@ -268,37 +286,49 @@ fn accept(sh: &Shared, i: usize) {
     let Some(listener) = sh.listeners.get(i) else {
         return;
     };
-    let accepted = listener.accept(sh.cfg.io_timeout);
+    let stream = match listener.accept(sh.cfg.io_timeout) {
+        Ok(s) => s,
+        Err(e) if sys::is_resource_shortage(&e) => {
+            log::error!("accepting on {listener}: {e}");
+            thread::sleep(ACCEPT_BACKOFF);
+            None
+        }
+        // A client that reset its connection before we took it, say:
+        // nothing to serve, nothing to wait for.
+        Err(e) => {
+            log::debug!("accepting on {listener}: {e}");
+            None
+        }
+    };
+    let stream = stream.filter(|s| match (&sh.cfg.allow, s.peer_ip()) {
+        (Some(allow), Some(ip)) if !allowed(allow, ip) => {
+            log::warn!("refusing connection from {ip}: not in FCGI_WEB_SERVER_ADDRS/--allow");
+            false
+        }
+        _ => true,
+    });
+    if stream.is_some() {
+        sh.conns.fetch_add(1, Ordering::SeqCst);
+    }
     if !sh.stopping.load(Ordering::SeqCst) {
-        if sh.conns.load(Ordering::SeqCst) + 1 >= sh.cfg.max_conns {
-            sh.listening_paused.store(true, Ordering::SeqCst);
+        if sh.conns.load(Ordering::SeqCst) < sh.cfg.max_conns {
+            rearm_listener(sh, i);
+        } else if !sh.listening_paused.swap(true, Ordering::SeqCst) {
             log::warn!(
                 "{} connections open (--max-conns): new ones wait in the backlog",
                 sh.cfg.max_conns
             );
-        } else {
-            rearm_listener(sh, i);
-        }
-    }
-    let stream = match accepted {
-        Ok(Some(s)) => s,
-        Ok(None) => return,
-        Err(e) => {
-            log::error!("accepting on {listener}: {e}");
-            thread::sleep(ACCEPT_BACKOFF);
-            return;
-        }
-    };
-    if let (Some(allow), Some(ip)) = (&sh.cfg.allow, stream.peer_ip()) {
-        if !allowed(allow, ip) {
-            log::warn!("refusing connection from {ip}: not in FCGI_WEB_SERVER_ADDRS/--allow");
-            if sh.listening_paused.swap(false, Ordering::SeqCst) {
+            // A connection may have closed since the count was read.
+            if sh.conns.load(Ordering::SeqCst) < sh.cfg.max_conns
+                && sh.listening_paused.swap(false, Ordering::SeqCst)
+            {
                 rearm_listener(sh, i);
             }
-            return;
         }
     }
-    sh.conns.fetch_add(1, Ordering::SeqCst);
+    let Some(stream) = stream else {
+        return;
+    };
     log::debug!("{}: connection accepted", stream.peer());
     let stream = Arc::new(stream);
     let conn = Conn::new(stream.clone(), sh.cfg.limits, sh.capacity);
@@ -308,7 +338,8 @@ fn accept(sh: &Shared, i: usize) {
         Entry {
             stream,
             conn,
-            since: None,
+            // A new connection has --io-timeout to send its request.
+            since: Some(Instant::now()),
             served: 0,
             waited: false,
         },
@@ -364,10 +395,14 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
                     read = true;
                     continue;
                 }
-                if mid {
+                if mid || entry.served == 0 {
+                    // Mid-request, or a new connection yet to send its
+                    // first request: the time it may take is bounded.
                     entry.since.get_or_insert_with(Instant::now);
                 } else {
                     entry.since = None;
+                }
+                if !mid {
                     entry.conn.shrink();
                 }
                 if sh.stopping.load(Ordering::SeqCst) {
@@ -543,7 +578,7 @@ fn sweep(sh: &Shared) {
     }
     for (i, e) in expired {
         log::warn!(
-            "{}: request head incomplete after {} s; closing the connection",
+            "{}: no complete request head within {} s; closing the connection",
             e.stream.peer(),
             limit.as_secs_f32()
         );

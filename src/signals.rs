@@ -10,6 +10,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::sys::{self, Interest};
 
+/// The signals handled through the pipe.
+const HANDLED: &[i32] = &[sys::sig::TERM, sys::sig::INT, sys::sig::HUP];
+
 /// The signals that stop or reload us, as received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -31,11 +34,7 @@ impl Signals {
     pub fn install() -> Result<Signals> {
         let what = |e| Error::io("installing signal handlers", e);
         let (read, write) = sys::pipe().map_err(what)?;
-        sys::install_signal_pipe(
-            write.as_raw_fd(),
-            &[sys::sig::TERM, sys::sig::INT, sys::sig::HUP],
-        )
-        .map_err(what)?;
+        sys::install_signal_pipe(write.as_raw_fd(), HANDLED).map_err(what)?;
         Ok(Signals {
             read,
             _write: write,
@@ -62,5 +61,13 @@ impl Signals {
                 }
             })
             .collect()
+    }
+}
+
+impl Drop for Signals {
+    /// A library user's program may go on after serving: the signals get
+    /// their default actions back before the pipe closes.
+    fn drop(&mut self) {
+        sys::uninstall_signal_pipe(HANDLED);
     }
 }

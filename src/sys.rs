@@ -177,6 +177,15 @@ pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
     }
 }
 
+/// True if and only if `e` says the process or system ran out of file
+/// descriptors or memory (worth a pause before trying again).
+pub fn is_resource_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 /// Our process id.
 pub fn getpid() -> u32 {
     // SAFETY: getpid cannot fail.
@@ -472,6 +481,18 @@ pub fn install_signal_pipe(pipe_fd: RawFd, signals: &[i32]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Gives `signals` back their default action and forgets the pipe, so
+/// a signal after the pipe is closed never writes into a reused fd.
+pub fn uninstall_signal_pipe(signals: &[i32]) {
+    for &sig in signals {
+        // SAFETY: SIG_DFL is a valid disposition for these signals.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    SIGNAL_PIPE.store(-1, Ordering::Relaxed);
 }
 
 /// Signal numbers used by the crate.

@@ -15,6 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::response::{self, HeadError, MAX_HEAD};
@@ -44,6 +45,8 @@ pub enum End {
     TimedOut,
     /// Its header block was invalid (already logged).
     BadHead,
+    /// It wrote more than [`HOLD_LIMIT`] before its body was in.
+    Overflow,
 }
 
 /// What a run came to.
@@ -95,22 +98,28 @@ pub fn run(
     let mut buf = vec![0u8; CHUNK];
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
+    let stop_feeding = AtomicBool::new(false);
     let (end, head_sent, status) = std::thread::scope(|s| {
+        let stop = &stop_feeding;
         let feeder =
             feed_inline(body, stdin, &mut buf).map(|(stdin, left)| {
                 // The pipe is full: the program reads slower than the body
                 // comes. Feed the rest from a thread while we pump output.
-                let _ = sys::set_nonblocking(stdin.as_raw_fd(), false);
-                s.spawn(move || feed(body, stdin, left))
+                s.spawn(move || feed(body, stdin, left, stop))
             });
         let body_done = || feeder.as_ref().map_or(true, |f| f.is_finished());
         let (end, head_sent) = match stdout {
             Some(out) => st.pump(out, resp, &watch, &body_done, &mut buf),
             None => (End::Eof, false),
         };
-        // Before the feeder is joined: a program that is killed stops
-        // blocking the feeder's writes.
+        if end == End::Eof && matches!(child.try_wait(), Ok(None)) {
+            // It closed its output and runs on: send what it wrote now.
+            let _ = resp.flush();
+        }
         let status = st.finish(child, end, &watch, &mut buf);
+        // The program is gone; a process outside its group may still
+        // hold its stdin open, so the feeder must not wait on it.
+        stop_feeding.store(true, Ordering::Relaxed);
         (end, head_sent, status)
     });
     Outcome {
@@ -166,12 +175,26 @@ fn feed_inline(
 }
 
 /// The rest of [`feed_inline`]'s work, with blocking writes.
-fn feed(body: &mut Body, stdin: ChildStdin, left: Vec<u8>) {
+///
+/// The pipe stays non-blocking: each wait for room is one tick, so the
+/// feeder stops when `stop` is set even if something outside the
+/// program's process group keeps the pipe open and never reads.
+fn feed(body: &mut Body, stdin: ChildStdin, left: Vec<u8>, stop: &AtomicBool) {
     let mut stdin = Some(stdin);
-    let write = |data: &[u8], stdin: &mut Option<ChildStdin>| {
-        if let Some(w) = stdin {
-            if w.write_all(data).is_err() {
-                *stdin = None;
+    let write = |mut data: &[u8], stdin: &mut Option<ChildStdin>| {
+        while let Some(w) = stdin.as_mut().filter(|_| !data.is_empty()) {
+            match w.write(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if stop.load(Ordering::Relaxed) {
+                        *stdin = None;
+                    } else {
+                        let fd = w.as_raw_fd();
+                        let _ = sys::wait_fd(fd, sys::Interest::Write, TICK);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => *stdin = None,
             }
         }
     };
@@ -187,6 +210,12 @@ fn feed(body: &mut Body, stdin: ChildStdin, left: Vec<u8>) {
 
 /// Output beyond this much is held in a temporary file.
 const HOLD_MEMORY: usize = 1 << 20;
+/// Most output held while the body comes in; a program that writes more
+/// before reading its body gets a 502.
+pub const HOLD_LIMIT: u64 = 64 << 20;
+
+/// Why a held write fails past [`HOLD_LIMIT`].
+const OVERFLOW: &str = "output held past the limit";
 
 /// Output held back until the request body is in: in memory, then in an
 /// unlinked temporary file, so memory stays bounded.
@@ -194,10 +223,15 @@ const HOLD_MEMORY: usize = 1 << 20;
 struct Held {
     mem: Vec<u8>,
     file: Option<std::fs::File>,
+    total: u64,
 }
 
 impl Held {
     fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        self.total += data.len() as u64;
+        if self.total > HOLD_LIMIT {
+            return Err(io::Error::other(OVERFLOW));
+        }
         if self.file.is_none() && self.mem.len() + data.len() <= HOLD_MEMORY {
             self.mem.extend_from_slice(data);
             return Ok(());
@@ -317,26 +351,26 @@ impl State<'_> {
         let mut last_check = Instant::now();
         let mut held = (!body_done()).then(Held::default);
         let ended = |end: End, head_sent: bool| (end, head_sent);
-        loop {
+        let (end, head_sent) = loop {
             if held.is_some() && body_done() {
                 if let Err(e) = held.take().map_or(Ok(()), |h| h.release(resp))
                 {
                     log::info!("{}: sending held output: {e}", self.name);
-                    return ended(End::Aborted, head_sent);
+                    break ended(End::Aborted, head_sent);
                 }
             }
             if resp.is_aborted() {
-                return (End::Aborted, head_sent);
+                break (End::Aborted, head_sent);
             }
             if self.timed_out() {
-                return (End::TimedOut, head_sent);
+                break (End::TimedOut, head_sent);
             }
             if last_check.elapsed() >= TICK {
                 last_check = Instant::now();
                 // Once the body is in, the web server sends nothing more
                 // unless it aborts the request or hangs up.
                 if watch.poll() {
-                    return (End::Aborted, head_sent);
+                    break (End::Aborted, head_sent);
                 }
             }
             let ready = match sys::poll_readable(
@@ -344,7 +378,7 @@ impl State<'_> {
                 TICK,
             ) {
                 Ok(r) => r,
-                Err(_) => return (End::Eof, head_sent),
+                Err(_) => break (End::Eof, head_sent),
             };
             if ready & 2 != 0 {
                 self.read_stderr(buf);
@@ -356,14 +390,14 @@ impl State<'_> {
                 Ok(0) | Err(_) if held.is_some() => {
                     // Output is complete; the body is still coming.
                     if !self.await_body(resp, watch, body_done) {
-                        return ended(End::Aborted, head_sent);
+                        break ended(End::Aborted, head_sent);
                     }
                     continue;
                 }
-                Ok(0) => return (End::Eof, head_sent),
+                Ok(0) => break (End::Eof, head_sent),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return (End::Eof, head_sent),
+                Err(_) => break (End::Eof, head_sent),
             };
             let mut emit = |data: &[u8], resp: &mut Response| match &mut held {
                 Some(h) => h.push(data),
@@ -387,32 +421,31 @@ impl State<'_> {
                     }
                     Ok(Status::Partial) if head.len() <= MAX_HEAD => Ok(()),
                     Ok(Status::Partial) => {
-                        log::error!(
-                            "{}: {}; answered 502",
-                            self.name,
-                            HeadError::TooLong
-                        );
-                        return (End::BadHead, false);
+                        log::error!("{}: {}", self.name, HeadError::TooLong);
+                        break (End::BadHead, false);
                     }
                     Err(e) => {
-                        log::error!(
-                            "{}: invalid CGI output, {e}; answered 502",
-                            self.name
-                        );
-                        return (End::BadHead, false);
+                        log::error!("{}: invalid CGI output, {e}", self.name);
+                        break (End::BadHead, false);
                     }
                 }
             };
-            if written.is_err() {
-                return (End::Aborted, head_sent);
+            match written {
+                Err(e) if e.to_string() == OVERFLOW => {
+                    break (End::Overflow, head_sent);
+                }
+                Err(_) => break (End::Aborted, head_sent),
+                Ok(()) => {}
             }
             // Send now unless more output is already waiting.
             let more = sys::poll_readable(&[Some(fd)], Duration::ZERO)
                 .is_ok_and(|r| r != 0);
             if head_sent && held.is_none() && !more && resp.flush().is_err() {
-                return (End::Aborted, head_sent);
+                break (End::Aborted, head_sent);
             }
-        }
+        };
+        // Output still held never reached the client.
+        (end, head_sent && held.is_none())
     }
 
     /// Waits until the body has all come in (the feeder drops what the
@@ -447,13 +480,13 @@ impl State<'_> {
         let group = child.id();
         let mut status = None;
         if end == End::Eof {
-            status = self
-                .wait(child, true, buf, |st| st.timed_out() || watch.poll());
+            status =
+                self.wait(child, buf, |st| st.timed_out() || watch.poll());
         }
         if status.is_none() {
             let _ = sys::kill_group(group, sys::sig::TERM);
             let grace = Instant::now() + KILL_GRACE;
-            status = self.wait(child, false, buf, |_| Instant::now() >= grace);
+            status = self.wait(child, buf, |_| Instant::now() >= grace);
         }
         let _ = sys::kill_group(group, sys::sig::KILL);
         let status = status.or_else(|| child.wait().ok());
@@ -469,17 +502,15 @@ impl State<'_> {
 
     /// Reads stderr while waiting for the program to exit, until it does
     /// or `give_up` (asked at most once per tick) says to stop waiting.
-    /// With `may_block`, once stderr is closed and there is no deadline
-    /// it waits blocking: the program is exiting then (or went on after
-    /// closing its output, and is waited for as any CGI server would).
     fn wait(
         &mut self,
         child: &mut Child,
-        may_block: bool,
         buf: &mut [u8],
         give_up: impl Fn(&Self) -> bool,
     ) -> Option<ExitStatus> {
-        let mut pause = Duration::from_micros(50);
+        // A program that closed its output is usually gone in tens of
+        // microseconds: start with short pauses.
+        let mut pause = Duration::from_micros(20);
         let mut last_check: Option<Instant> = None;
         loop {
             if let Ok(Some(s)) = child.try_wait() {
@@ -500,9 +531,6 @@ impl State<'_> {
                             self.read_stderr(buf);
                         }
                     }
-                }
-                None if may_block && self.deadline.is_none() => {
-                    return child.wait().ok();
                 }
                 None => {
                     std::thread::sleep(pause);

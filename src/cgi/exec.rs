@@ -297,9 +297,24 @@ impl Handler for CgiProgram {
                 log::warn!("{name}: still running at --timeout; killed ({status}){tail}");
                 Ok(())
             }
+            End::Overflow => {
+                log::error!(
+                    "{name}: wrote more than {} MiB before its request body \
+                     was in ({status}); answered 502{tail}",
+                    child::HOLD_LIMIT >> 20
+                );
+                error_page(
+                    resp,
+                    502,
+                    "Bad Gateway",
+                    "the program wrote too much before reading its request",
+                )
+            }
             End::BadHead | End::Eof if !out.head_sent => {
                 if out.end == End::Eof {
                     log::error!("{name}: ended before a complete header block ({status}); answered 502{tail}");
+                } else {
+                    log::error!("{name}: killed after invalid output ({status}); answered 502{tail}");
                 }
                 error_page(
                     resp,

@@ -1636,3 +1636,58 @@ fn proxy_fcgi_script_filename_runs_the_path_in_it() {
         ));
     }
 }
+
+/// Output held back while the body comes in never reached the client:
+/// a `--timeout` then is still a 504, not an empty answer.
+#[test]
+fn timeout_while_output_is_held_is_still_504() {
+    let srv =
+        Server::unix(&["--timeout", "1", "--", &fixture_str("slow.cgi")]);
+    let mut c = srv.connect();
+    let dir = TempDir::new();
+    let marker = dir.join("never");
+    // More body than a pipe holds, which slow.cgi never reads.
+    let body = pattern_bytes(1 << 20, 3);
+    let r = c.request(
+        1,
+        &[
+            ("REQUEST_METHOD", "POST"),
+            ("CONTENT_LENGTH", "1048576"),
+            ("MARKER", path_str(&marker)),
+        ],
+        &body,
+    );
+    expect_status(&c, &r, 504);
+}
+
+/// A program that closes its output and runs on: what it wrote reaches
+/// the client at once, and a client that then leaves gets it killed.
+#[test]
+fn program_that_closes_its_output_and_runs_on_is_sent_and_killed() {
+    let dir = TempDir::new();
+    let srv = Server::unix(&["--", &fixture_str("closes-output.cgi")]);
+    let mut c = srv.connect();
+    c.begin_responder(1);
+    c.params(
+        1,
+        &[("REQUEST_METHOD", "GET"), ("PIDDIR", path_str(dir.path()))],
+    );
+    c.stdin(1, b"");
+    let pids = read_pids(&c, dir.path(), &["child"]);
+    let _reaper = Reaper(pids.clone());
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains("bye") {
+        let rec = c.next_record("the output written before closing it");
+        if rec.rtype == fcgi::STDOUT {
+            out.extend_from_slice(&rec.content);
+        }
+    }
+    drop(c);
+    let live = wait_dead(&pids, KILL_TIMEOUT);
+    if !live.is_empty() {
+        srv.fail(&format!(
+            "program {live:?} still running {KILL_TIMEOUT:?} after the web \
+             server hung up"
+        ));
+    }
+}

@@ -933,3 +933,24 @@ fn slow_clients_are_cut_off_and_others_served_meanwhile() {
     srv.assert_running();
     srv.assert_no_panic();
 }
+
+/// Connections that never send a byte are closed after --io-timeout,
+/// so they cannot use up --max-conns for good.
+#[test]
+fn silent_connections_are_closed_after_the_io_timeout() {
+    let srv = Server::unix(&[
+        "--builtin",
+        "hello",
+        "--max-conns",
+        "5",
+        "--io-timeout",
+        "1",
+    ]);
+    let silent: Vec<_> = (0..5).map(|_| srv.connect()).collect();
+    thread::sleep(Duration::from_secs(3));
+    let r = srv.connect().request(1, &[], b"");
+    if r.stdout.is_empty() {
+        srv.fail("no answer while silent connections held every slot");
+    }
+    drop(silent);
+}
