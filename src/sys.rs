@@ -186,6 +186,20 @@ pub fn is_resource_shortage(e: &io::Error) -> bool {
     )
 }
 
+/// A pidfd for process `pid` (pidfd_open(2), Linux 5.3+): it becomes
+/// readable when the process exits.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: the syscall takes a pid and flags and returns a new fd.
+    let fd =
+        unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd was just created and is owned by nobody else; it is
+    // close-on-exec (pidfd_open sets O_CLOEXEC).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Our process id.
 pub fn getpid() -> u32 {
     // SAFETY: getpid cannot fail.
@@ -247,11 +261,21 @@ pub fn poll_readable(
         p.fd = fd.unwrap_or(-1);
         p.events = libc::POLLIN;
     }
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // ppoll: a timeout finer than poll(2)'s milliseconds.
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
     loop {
-        // SAFETY: `n` pollfds of the array we own.
+        // SAFETY: `n` pollfds of the array we own, a timespec we own, and
+        // no signal mask.
         match syscall!(unsafe {
-            libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms)
+            libc::ppoll(
+                pfds.as_mut_ptr(),
+                n as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
         }) {
             Ok(_) => {
                 let mut mask = 0;

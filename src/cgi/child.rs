@@ -31,6 +31,8 @@ const TICK: Duration = Duration::from_millis(50);
 const STDERR_TAIL: usize = 5;
 /// Longest stderr line passed on in one piece.
 const STDERR_LINE: usize = 4096;
+/// How long output waits for more before it is sent.
+const COALESCE: Duration = Duration::from_micros(200);
 /// Size of the pipe reads and of the body chunks.
 const CHUNK: usize = 64 * 1024;
 
@@ -437,8 +439,10 @@ impl State<'_> {
                 Err(_) => break (End::Aborted, head_sent),
                 Ok(()) => {}
             }
-            // Send now unless more output is already waiting.
-            let more = sys::poll_readable(&[Some(fd)], Duration::ZERO)
+            // Send now unless more output, or its end, comes within a
+            // moment: a short program's answer then leaves in one packet
+            // with END_REQUEST, and a pause in a long one is seen at once.
+            let more = sys::poll_readable(&[Some(fd)], COALESCE)
                 .is_ok_and(|r| r != 0);
             if head_sent && held.is_none() && !more && resp.flush().is_err() {
                 break (End::Aborted, head_sent);
@@ -508,8 +512,10 @@ impl State<'_> {
         buf: &mut [u8],
         give_up: impl Fn(&Self) -> bool,
     ) -> Option<ExitStatus> {
-        // A program that closed its output is usually gone in tens of
-        // microseconds: start with short pauses.
+        // Readable when the program exits (Linux 5.3+); without it, short
+        // pauses, as a program that closed its output is usually gone in
+        // tens of microseconds.
+        let mut exited = None;
         let mut pause = Duration::from_micros(20);
         let mut last_check: Option<Instant> = None;
         loop {
@@ -532,10 +538,18 @@ impl State<'_> {
                         }
                     }
                 }
-                None => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(TICK);
-                }
+                None => match exited
+                    .get_or_insert_with(|| sys::pidfd_open(child.id()).ok())
+                {
+                    Some(pidfd) => {
+                        let fd = pidfd.as_raw_fd();
+                        let _ = sys::poll_readable(&[Some(fd)], TICK);
+                    }
+                    None => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(TICK);
+                    }
+                },
             }
         }
     }
