@@ -9,3 +9,5 @@
 pub mod conn;
 pub mod params;
 pub mod record;
+#[cfg(test)]
+mod test_rng;
