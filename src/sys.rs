@@ -228,26 +228,23 @@ pub fn wait_fd(
         Interest::Read => libc::POLLIN,
         Interest::Write => libc::POLLOUT,
     };
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    loop {
-        // SAFETY: one pollfd we own, count 1.
-        match syscall!(unsafe { libc::poll(&mut pfd, 1, ms) }) {
-            Ok(n) => return Ok(n > 0),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    Ok(poll_fds(&[Some(fd)], events, timeout)? != 0)
 }
 
 /// Waits until one of `fds` (None: skipped) is readable or hung up, at
 /// most `timeout`; returns a bit mask, bit i for `fds[i]` (0: timeout).
 pub fn poll_readable(
     fds: &[Option<RawFd>],
+    timeout: Duration,
+) -> io::Result<u32> {
+    poll_fds(fds, libc::POLLIN, timeout)
+}
+
+/// ppoll(2) for up to four fds waiting for `events`, with a timeout finer
+/// than poll(2)'s milliseconds; the ready ones as a bit mask.
+fn poll_fds(
+    fds: &[Option<RawFd>],
+    events: libc::c_short,
     timeout: Duration,
 ) -> io::Result<u32> {
     let mut pfds = [libc::pollfd {
@@ -259,9 +256,8 @@ pub fn poll_readable(
     for (p, fd) in pfds.iter_mut().zip(&fds[..n]) {
         // A negative fd is ignored by poll(2).
         p.fd = fd.unwrap_or(-1);
-        p.events = libc::POLLIN;
+        p.events = events;
     }
-    // ppoll: a timeout finer than poll(2)'s milliseconds.
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),

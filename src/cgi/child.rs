@@ -216,9 +216,6 @@ const HOLD_MEMORY: usize = 1 << 20;
 /// before reading its body gets a 502.
 pub const HOLD_LIMIT: u64 = 64 << 20;
 
-/// Why a held write fails past [`HOLD_LIMIT`].
-const OVERFLOW: &str = "output held past the limit";
-
 /// Output held back until the request body is in: in memory, then in an
 /// unlinked temporary file, so memory stays bounded.
 #[derive(Default)]
@@ -232,7 +229,7 @@ impl Held {
     fn push(&mut self, data: &[u8]) -> io::Result<()> {
         self.total += data.len() as u64;
         if self.total > HOLD_LIMIT {
-            return Err(io::Error::other(OVERFLOW));
+            return Err(io::Error::other("output held past the limit"));
         }
         if self.file.is_none() && self.mem.len() + data.len() <= HOLD_MEMORY {
             self.mem.extend_from_slice(data);
@@ -352,13 +349,12 @@ impl State<'_> {
         let fd = out.as_raw_fd();
         let mut last_check = Instant::now();
         let mut held = (!body_done()).then(Held::default);
-        let ended = |end: End, head_sent: bool| (end, head_sent);
         let (end, head_sent) = loop {
             if held.is_some() && body_done() {
                 if let Err(e) = held.take().map_or(Ok(()), |h| h.release(resp))
                 {
                     log::info!("{}: sending held output: {e}", self.name);
-                    break ended(End::Aborted, head_sent);
+                    break (End::Aborted, head_sent);
                 }
             }
             if resp.is_aborted() {
@@ -392,7 +388,7 @@ impl State<'_> {
                 Ok(0) | Err(_) if held.is_some() => {
                     // Output is complete; the body is still coming.
                     if !self.await_body(resp, watch, body_done) {
-                        break ended(End::Aborted, head_sent);
+                        break (End::Aborted, head_sent);
                     }
                     continue;
                 }
@@ -433,7 +429,9 @@ impl State<'_> {
                 }
             };
             match written {
-                Err(e) if e.to_string() == OVERFLOW => {
+                Err(_)
+                    if held.as_ref().is_some_and(|h| h.total > HOLD_LIMIT) =>
+                {
                     break (End::Overflow, head_sent);
                 }
                 Err(_) => break (End::Aborted, head_sent),
