@@ -4,12 +4,13 @@
 //! request: accepted connections are handed out as [`Stream`]s.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -171,6 +172,7 @@ impl Listener {
             peer,
             ip,
             timeout,
+            recv_timeout: AtomicU64::new(0),
         }))
     }
 
@@ -268,14 +270,17 @@ enum Inner {
     Tcp(TcpStream),
 }
 
-/// An accepted connection, non-blocking, with waits bounded by its I/O
-/// timeout.
+/// An accepted connection, with waits bounded by its I/O timeout. The
+/// socket is in blocking mode, but only [`Wire::read_within`] waits in a
+/// system call; every other read and write returns at once.
 #[derive(Debug)]
 pub struct Stream {
     inner: Inner,
     peer: String,
     ip: Option<IpAddr>,
     timeout: Duration,
+    /// The socket's receive timeout in microseconds (0: never set).
+    recv_timeout: AtomicU64,
 }
 
 impl Stream {
@@ -291,6 +296,25 @@ impl Stream {
     /// The peer's IP address; None on a unix socket.
     pub fn peer_ip(&self) -> Option<IpAddr> {
         self.ip
+    }
+
+    /// Receives; a waiting receive interrupted by a signal (a kick, see
+    /// `server`) returns `WouldBlock`, as at its timeout.
+    fn recv(&self, buf: &mut [u8], wait: bool) -> io::Result<usize> {
+        loop {
+            match sys::recv(self.as_raw_fd(), buf, wait) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if wait {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                }
+                // A reset peer is a closed peer.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Ok(0)
+                }
+                r => return r,
+            }
+        }
     }
 
     fn wait(&self, interest: Interest) -> io::Result<()> {
@@ -320,20 +344,19 @@ impl AsRawFd for Stream {
 
 impl Wire for Stream {
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let r = match &self.inner {
-                Inner::Unix(s) => (&*s).read(buf),
-                Inner::Tcp(s) => (&*s).read(buf),
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // A reset peer is a closed peer.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    return Ok(0)
-                }
-                r => return r,
-            }
+        self.recv(buf, false)
+    }
+
+    fn read_within(
+        &self,
+        buf: &mut [u8],
+        wait: Duration,
+    ) -> io::Result<usize> {
+        let micros = wait.as_micros().clamp(1, u128::from(u64::MAX)) as u64;
+        if self.recv_timeout.swap(micros, Ordering::Relaxed) != micros {
+            sys::set_recv_timeout(self.as_raw_fd(), wait)?;
         }
+        self.recv(buf, true)
     }
 
     fn wait_readable(&self) -> io::Result<()> {
@@ -342,11 +365,7 @@ impl Wire for Stream {
 
     fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            let r = match &self.inner {
-                Inner::Unix(s) => (&*s).write(buf),
-                Inner::Tcp(s) => (&*s).write(buf),
-            };
-            match r {
+            match sys::send(self.as_raw_fd(), buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => buf = &buf[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -17,14 +17,14 @@
 //! libc (see `sys`).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::api::{self, Handler};
 use crate::error::{Error, Result};
-use crate::fcgi::conn::{Capacity, Conn, Limits, Progress};
+use crate::fcgi::conn::{Capacity, Conn, Fill, Limits, Progress};
 use crate::listen::{Listener, Stream};
 use crate::signals::{Signal, Signals};
 use crate::sys::{self, Poller};
@@ -53,12 +53,10 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// Pause after `accept` fails for lack of resources (EMFILE...), so a
 /// full fd table does not spin a worker.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How long a worker waits for a new connection's first bytes before
-/// parking it.
-const FIRST_BYTES_WAIT: Duration = Duration::from_millis(1);
-/// How long a worker lingers on a kept connection for its next request
-/// (only while another worker is idle).
-const LINGER: Duration = Duration::from_millis(1);
+/// Longest a worker lingers on a connection for its next request (only
+/// while another worker is idle, and cut short by a kick when that one
+/// gets work: see [`linger`]).
+const LINGER: Duration = Duration::from_secs(2);
 /// Token of the shutdown pipe.
 const STOP_TOKEN: u64 = u64::MAX;
 /// Tokens from here up to STOP_TOKEN name listeners.
@@ -72,9 +70,22 @@ struct Entry {
     since: Option<Instant>,
     /// Requests served on this connection, for the log.
     served: u64,
-    /// The wait for a new connection's first bytes is over.
-    waited: bool,
 }
+
+/// A worker's linger state, for kicks (see [`linger`]).
+struct Lane {
+    state: AtomicU8,
+    thread: OnceLock<sys::ThreadHandle>,
+}
+
+/// Lane states: a worker busy or waiting for events ...
+const FREE: u8 = 0;
+/// ... lingering in a read on one connection ...
+const LINGERING: u8 = 1;
+/// ... being kicked out of it ...
+const KICKING: u8 = 2;
+/// ... kicked (the signal is sent).
+const KICKED: u8 = 3;
 
 /// A slot of the connection table; the generation tells an event for a
 /// closed connection from one for its slot's next tenant.
@@ -82,7 +93,7 @@ struct Slot {
     generation: u32,
     entry: Option<Entry>,
     used: bool,
-    /// An event came while the connection was in service.
+    /// An event came while the connection was being parked.
     notified: bool,
 }
 
@@ -100,6 +111,7 @@ struct Shared {
     busy: AtomicUsize,
     /// Workers waiting for an event.
     idle: AtomicUsize,
+    lanes: Vec<Lane>,
     last_sweep: Mutex<Instant>,
     stop_write: OwnedFd,
 }
@@ -116,6 +128,9 @@ pub fn serve(
     signals: &Signals,
 ) -> Result<()> {
     let what = |e| Error::io("starting the server", e);
+    // Dropped only once every worker has ended (a kick after the
+    // previous action is back could end the process).
+    let kicks = sys::KickHandler::install().map_err(what)?;
     let poller = Poller::new().map_err(what)?;
     let (stop_read, stop_write) = sys::pipe().map_err(what)?;
     poller
@@ -143,6 +158,12 @@ pub fn serve(
         listening_paused: AtomicBool::new(false),
         busy: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
+        lanes: (0..cfg.workers)
+            .map(|_| Lane {
+                state: AtomicU8::new(FREE),
+                thread: OnceLock::new(),
+            })
+            .collect(),
         last_sweep: Mutex::new(Instant::now()),
         stop_write,
         cfg,
@@ -156,7 +177,7 @@ pub fn serve(
             .name(format!("worker-{i}"))
             .spawn(move || {
                 let _count = CountGuard(&alive);
-                worker(&sh);
+                worker(&sh, i);
             })
             .map_err(|e| Error::io("starting worker threads", e))?;
     }
@@ -188,6 +209,7 @@ pub fn serve(
     while alive.load(Ordering::SeqCst) > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            std::mem::forget(kicks);
             sh.handler.stop();
             log::warn!(
                 "{} requests still running after the {} s grace period; exiting",
@@ -198,6 +220,7 @@ pub fn serve(
         }
         let wait = left.min(Duration::from_millis(50));
         if stops > 1 || signals.wait(wait).contains(&Signal::Stop) {
+            std::mem::forget(kicks);
             sh.handler.stop();
             return Err(Error::io(
                 "stopping",
@@ -208,6 +231,7 @@ pub fn serve(
             ));
         }
     }
+    drop(kicks);
     log::info!("stopped");
     Ok(())
 }
@@ -225,6 +249,9 @@ fn stop(sh: &Shared) {
         l.unlink();
     }
     sys::write_byte(sh.stop_write.as_raw_fd(), 0);
+    for lane in &sh.lanes {
+        kick(lane);
+    }
     // Idle kept connections will get no more answers: close them now, so
     // the web server opens a new one elsewhere instead of waiting.
     let idle: Vec<usize> = lock(&sh.slots)
@@ -249,14 +276,20 @@ impl Drop for CountGuard<'_> {
     }
 }
 
-fn worker(sh: &Shared) {
+fn worker(sh: &Shared, me: usize) {
+    let _ = sh.lanes[me].thread.set(sys::this_thread());
     while !sh.stopping.load(Ordering::SeqCst) {
         // Runs at most once per SWEEP_EVERY across all workers; called on
         // every turn because trickling clients keep the workers busy.
         sweep(sh);
         sh.idle.fetch_add(1, Ordering::SeqCst);
         let waited = sh.poller.wait_one(Some(SWEEP_EVERY));
-        sh.idle.fetch_sub(1, Ordering::SeqCst);
+        let left = sh.idle.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left == 0 && matches!(waited, Ok(Some(t)) if t != STOP_TOKEN) {
+            // Nobody is left waiting for events: a worker lingering on a
+            // quiet connection goes back to waiting instead.
+            kick_one(sh);
+        }
         let token = match waited {
             Ok(Some(t)) => t,
             Ok(None) => continue,
@@ -269,11 +302,11 @@ fn worker(sh: &Shared) {
         match token {
             STOP_TOKEN => break,
             t if t >= LISTENER_TOKEN => {
-                accept(sh, (t - LISTENER_TOKEN) as usize)
+                accept(sh, me, (t - LISTENER_TOKEN) as usize)
             }
             t => {
                 if let Some((slot, entry)) = take(sh, t) {
-                    serve_conn(sh, Some(slot), entry);
+                    serve_conn(sh, me, Some(slot), entry);
                 }
             }
         }
@@ -282,7 +315,7 @@ fn worker(sh: &Shared) {
 
 /// Accepts one connection and serves it at once (its request is most
 /// likely already there); another worker meanwhile accepts the next.
-fn accept(sh: &Shared, i: usize) {
+fn accept(sh: &Shared, me: usize, i: usize) {
     let Some(listener) = sh.listeners.get(i) else {
         return;
     };
@@ -334,6 +367,7 @@ fn accept(sh: &Shared, i: usize) {
     let conn = Conn::new(stream.clone(), sh.cfg.limits, sh.capacity);
     serve_conn(
         sh,
+        me,
         None,
         Entry {
             stream,
@@ -341,7 +375,6 @@ fn accept(sh: &Shared, i: usize) {
             // A new connection has --io-timeout to send its request.
             since: Some(Instant::now()),
             served: 0,
-            waited: false,
         },
     );
 }
@@ -367,10 +400,31 @@ fn rearm_listener(sh: &Shared, i: usize) {
 }
 
 /// Serves requests on a connection until it must wait, then parks it.
-fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
-    let mut read = true;
+fn serve_conn(
+    sh: &Shared,
+    me: usize,
+    mut slot: Option<usize>,
+    mut entry: Entry,
+) {
+    // The next read lingers (see `linger`) instead of taking what is
+    // there now.
+    let mut lingering = false;
     let why = loop {
-        match entry.conn.advance(read) {
+        let lingered = lingering;
+        let progress = if lingering {
+            lingering = false;
+            linger(sh, me, |wait| {
+                let fill = if wait {
+                    Fill::Within(LINGER)
+                } else {
+                    Fill::Buffered
+                };
+                entry.conn.advance(fill)
+            })
+        } else {
+            entry.conn.advance(Fill::Now)
+        };
+        match progress {
             Ok(Progress::Request(head)) => {
                 entry.since = None;
                 entry.served += 1;
@@ -385,14 +439,12 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
                 if sh.stopping.load(Ordering::SeqCst) {
                     break "shutting down";
                 }
-                read = false;
+                lingering = true;
             }
             Ok(Progress::NeedMore) => {
                 let mid = entry.conn.mid_request();
-                let lingered = !mid && linger(sh, &entry);
-                entry.waited = true;
-                if lingered {
-                    read = true;
+                if !mid && !lingered {
+                    lingering = true;
                     continue;
                 }
                 if mid || entry.served == 0 {
@@ -409,9 +461,9 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
                     break "shutting down";
                 }
                 match park(sh, slot, entry) {
-                    Some(back) => {
+                    Some((index, back)) => {
+                        slot = Some(index);
                         entry = back;
-                        read = true;
                     }
                     None => return,
                 }
@@ -434,79 +486,144 @@ fn serve_conn(sh: &Shared, slot: Option<usize>, mut entry: Entry) {
     close(sh, slot);
 }
 
-/// Between two requests of a kept connection, while another worker is
-/// idle to take any other work, waits a moment for this connection's next
-/// request instead of parking it: the same thread then serves it, hot, as
-/// a thread-per-connection server would. True if and only if bytes came.
+/// Runs `read` as a linger on a connection with no request in hand:
+/// `read(true)` may wait up to [`LINGER`] in the read itself for the
+/// connection's next bytes, `read(false)` must not wait.
 ///
-/// A new connection always gets [`FIRST_BYTES_WAIT`]: a client connects,
-/// then writes, and its first bytes are usually a moment behind.
-fn linger(sh: &Shared, entry: &Entry) -> bool {
-    let wait = if entry.served == 0 && !entry.waited {
-        FIRST_BYTES_WAIT
-    } else if sh.idle.load(Ordering::SeqCst) > 0 {
-        LINGER
-    } else {
+/// After a response the next request on a kept connection is usually a
+/// moment away, and so are a new connection's first bytes. Waiting for
+/// them in the read serves them with no system call but the read, on the
+/// same warm thread, as a thread-per-connection server does. Parking
+/// instead costs a re-arm, a wake-up through epoll, and often a second
+/// thread.
+///
+/// A worker lingers only while another worker is waiting for events, so
+/// other work is still taken at once; and the worker that takes it, if
+/// it was the last one waiting, kicks a lingering one ([`kick_one`]),
+/// whose read then ends (EINTR) and which parks its connection and goes
+/// back to waiting. The lane state is set before `idle` is read, and a
+/// kicker lowers `idle` before it reads the lanes (all sequentially
+/// consistent), so one of the two always sees the other.
+fn linger<T>(sh: &Shared, me: usize, read: impl FnOnce(bool) -> T) -> T {
+    let lane = &sh.lanes[me];
+    lane.state.store(LINGERING, Ordering::SeqCst);
+    let wait = !sh.stopping.load(Ordering::SeqCst)
+        && sh.idle.load(Ordering::SeqCst) > 0;
+    let out = read(wait);
+    if lane
+        .state
+        .compare_exchange(LINGERING, FREE, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        // Kicked, and the signal may still be on its way: let it land
+        // now, not in a later system call of this thread.
+        while lane.state.load(Ordering::SeqCst) != KICKED {
+            thread::yield_now();
+        }
+        sys::take_signals();
+        lane.state.store(FREE, Ordering::SeqCst);
+    }
+    out
+}
+
+/// Kicks one lingering worker, if there is one, back to waiting.
+fn kick_one(sh: &Shared) {
+    for lane in &sh.lanes {
+        if kick(lane) {
+            return;
+        }
+    }
+}
+
+/// Kicks `lane`'s worker out of its linger; false if it was not
+/// lingering.
+fn kick(lane: &Lane) -> bool {
+    let Some(&thread) = lane.thread.get() else {
         return false;
     };
-    !sh.stopping.load(Ordering::SeqCst)
-        && sys::wait_fd(entry.stream.as_raw_fd(), sys::Interest::Read, wait)
-            .unwrap_or(false)
+    if lane
+        .state
+        .compare_exchange(
+            LINGERING,
+            KICKING,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        )
+        .is_err()
+    {
+        return false;
+    }
+    sys::kick(thread);
+    lane.state.store(KICKED, Ordering::SeqCst);
+    true
 }
 
 fn conn_token(index: usize, generation: u32) -> u64 {
     (u64::from(generation) << 32) | index as u64
 }
 
-/// Puts a connection in the table, watched for readability. Connections
-/// are registered edge-triggered, once: an event that finds its
-/// connection in service only marks it `notified`, and the worker
-/// serving it sees the mark here and goes on serving instead of parking
-/// (Some is returned). So no wake-up is lost and no system call is spent
-/// re-arming after each request.
-fn park(sh: &Shared, slot: Option<usize>, entry: Entry) -> Option<Entry> {
-    if let Some(i) = slot {
-        let mut slots = lock(&sh.slots);
-        let s = &mut slots[i];
-        if std::mem::take(&mut s.notified) {
-            return Some(entry);
-        }
-        s.entry = Some(entry);
-        return None;
-    }
+/// Puts a connection in the table, watched for readability, and returns
+/// None; or, if bytes came while it was being parked, hands it back
+/// (with its slot) to be served on.
+///
+/// Registrations are one-shot, so a connection in service is disarmed:
+/// its next request wakes no other worker (an edge-triggered watch
+/// would, once per request, for nothing). The watch is armed before the
+/// entry goes into the table, so nothing can take the connection (an
+/// event, the sweep, a stop) while the fd is passed to epoll; an event
+/// in that window finds no entry, marks the slot `notified`, and the
+/// entry is handed back here.
+fn park(
+    sh: &Shared,
+    slot: Option<usize>,
+    entry: Entry,
+) -> Option<(usize, Entry)> {
     let fd = entry.stream.as_raw_fd();
-    let (index, token) = {
-        let mut slots = lock(&sh.slots);
-        let index = match lock(&sh.free).pop() {
-            Some(i) => i,
-            None => {
-                slots.push(Slot {
-                    generation: 0,
-                    entry: None,
-                    used: false,
-                    notified: false,
-                });
-                slots.len() - 1
-            }
-        };
-        let s = &mut slots[index];
-        s.used = true;
-        s.notified = false;
-        s.entry = Some(entry);
-        (index, conn_token(index, s.generation))
+    let (index, token) = match slot {
+        Some(i) => (i, conn_token(i, lock(&sh.slots)[i].generation)),
+        None => {
+            let mut slots = lock(&sh.slots);
+            let index = match lock(&sh.free).pop() {
+                Some(i) => i,
+                None => {
+                    slots.push(Slot {
+                        generation: 0,
+                        entry: None,
+                        used: false,
+                        notified: false,
+                    });
+                    slots.len() - 1
+                }
+            };
+            let s = &mut slots[index];
+            s.used = true;
+            s.notified = false;
+            (index, conn_token(index, s.generation))
+        }
     };
     // Bytes that came before this call are reported too.
-    if let Err(e) = sh.poller.add_edge(fd, token) {
-        log::error!("watching a connection: {e}");
-        lock(&sh.slots)[index].entry = None;
+    let armed = match slot {
+        Some(_) => sh.poller.rearm(fd, token),
+        None => sh.poller.add_oneshot(fd, token),
+    };
+    if let Err(e) = armed {
+        log::error!("{}: watching the connection: {e}", entry.stream.peer());
+        drop(entry);
         close(sh, Some(index));
+        return None;
     }
+    let mut slots = lock(&sh.slots);
+    let s = &mut slots[index];
+    if std::mem::take(&mut s.notified) {
+        return Some((index, entry));
+    }
+    s.entry = Some(entry);
     None
 }
 
 /// Takes the connection an event names out of the table. None if the
 /// event is stale (the connection was closed meanwhile) or the connection
-/// is being served (then it is marked, see [`park`]).
+/// is being parked (then it is marked, see [`park`]).
 fn take(sh: &Shared, token: u64) -> Option<(usize, Entry)> {
     let index = (token & 0xffff_ffff) as usize;
     let generation = (token >> 32) as u32;

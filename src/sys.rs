@@ -155,8 +155,9 @@ pub fn ensure_std_fds() -> io::Result<()> {
     Ok(())
 }
 
-/// Accepts a connection on listening socket `fd`, already non-blocking
-/// and close-on-exec (one accept4 call instead of accept plus ioctl).
+/// Accepts a connection on listening socket `fd`, close-on-exec and in
+/// blocking mode: each read and write on it says whether it may wait
+/// ([`recv`], [`send`]), so a wait can be done in the read itself.
 pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
     loop {
         // SAFETY: null address buffers are allowed; the flags are valid.
@@ -165,7 +166,7 @@ pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
                 fd,
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::SOCK_CLOEXEC,
             )
         };
         match syscall!(r) {
@@ -175,6 +176,50 @@ pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Receives into `buf` from socket `fd`. Without `wait`, `WouldBlock` if
+/// nothing is there; with it, the call waits as long as the socket's
+/// receive timeout ([`set_recv_timeout`]) if `fd` is in blocking mode.
+pub fn recv(fd: RawFd, buf: &mut [u8], wait: bool) -> io::Result<usize> {
+    let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+    // SAFETY: buf is valid for writes of buf.len() bytes.
+    let n = syscall!(unsafe {
+        libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags)
+    })?;
+    Ok(n as usize)
+}
+
+/// Sends from `buf` on socket `fd` without waiting (`WouldBlock` if there
+/// is no room) and without SIGPIPE.
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: buf is valid for reads of buf.len() bytes.
+    let n = syscall!(unsafe {
+        libc::send(fd, buf.as_ptr().cast(), buf.len(), flags)
+    })?;
+    Ok(n as usize)
+}
+
+/// Sets how long a waiting read on socket `fd` waits (`SO_RCVTIMEO`; the
+/// kernel rounds it up to a clock tick) before it fails with
+/// `WouldBlock`.
+pub fn set_recv_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: tv is a valid timeval and its size is passed.
+    syscall!(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
 }
 
 /// True if and only if `e` says the process or system ran out of file
@@ -393,13 +438,6 @@ impl Poller {
         self.ctl(libc::EPOLL_CTL_ADD, fd, token, Self::oneshot_flags())
     }
 
-    /// Registers `fd` edge-triggered for readability: each arrival of
-    /// bytes (or a hang-up) is reported once, to one waiter.
-    pub fn add_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let flags = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
-        self.ctl(libc::EPOLL_CTL_ADD, fd, token, flags as u32)
-    }
-
     /// Registers `fd` level-triggered, reported to every waiter until it
     /// is drained or removed (used for the shutdown pipe).
     pub fn add_level(&self, fd: RawFd, token: u64) -> io::Result<()> {
@@ -513,6 +551,86 @@ pub fn uninstall_signal_pipe(signals: &[i32]) {
         }
     }
     SIGNAL_PIPE.store(-1, Ordering::Relaxed);
+}
+
+/// A thread, as [`kick`] names it.
+pub type ThreadHandle = libc::pthread_t;
+
+/// The calling thread.
+pub fn this_thread() -> ThreadHandle {
+    // SAFETY: pthread_self cannot fail.
+    unsafe { libc::pthread_self() }
+}
+
+/// The signal that [`kick`] sends: a real-time signal, which nothing
+/// else sends by convention.
+fn kick_signal() -> i32 {
+    libc::SIGRTMIN() + 3
+}
+
+extern "C" fn on_kick(_: libc::c_int) {}
+
+/// While alive, the kick signal does nothing but interrupt the waiting
+/// system call it lands in (EINTR: no `SA_RESTART`); dropped, the
+/// signal's previous action is back.
+pub struct KickHandler {
+    previous: libc::sigaction,
+}
+
+impl KickHandler {
+    /// Installs the handler.
+    pub fn install() -> io::Result<KickHandler> {
+        // SAFETY: zeroed sigactions are valid; the handler does nothing,
+        // which is async-signal-safe; `previous` is written by the call.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_kick as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = 0;
+            libc::sigemptyset(&mut sa.sa_mask);
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            syscall!(libc::sigaction(kick_signal(), &sa, &mut previous))?;
+            Ok(KickHandler { previous })
+        }
+    }
+}
+
+impl Drop for KickHandler {
+    fn drop(&mut self) {
+        // SAFETY: `previous` is the action sigaction gave us.
+        unsafe {
+            libc::sigaction(
+                kick_signal(),
+                &self.previous,
+                std::ptr::null_mut(),
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for KickHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KickHandler")
+    }
+}
+
+/// Interrupts `thread`'s waiting system call (see [`KickHandler`]).
+pub fn kick(thread: ThreadHandle) {
+    // SAFETY: the handle came from this_thread() of a thread that is
+    // still running (the server's workers outlive every kick).
+    unsafe {
+        libc::pthread_kill(thread, kick_signal());
+    }
+}
+
+/// Lets a signal sent to this thread land now, in a system call that
+/// does not wait (signals are handled on the way out of the kernel),
+/// rather than interrupting a later one.
+pub fn take_signals() {
+    // SAFETY: a sigset_t we own, written by the call.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set);
+    }
 }
 
 /// Signal numbers used by the crate.

@@ -11,6 +11,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::params::{self, parse_pair_head};
 use super::record::{
@@ -28,6 +29,11 @@ pub trait Wire: Send + Sync {
     /// Reads what is available now; `WouldBlock` if nothing is, `Ok(0)` at
     /// end of stream.
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads, waiting about `wait` for bytes if none are there yet (in the
+    /// read itself: one system call when they come); `WouldBlock` if none
+    /// came.
+    fn read_within(&self, buf: &mut [u8], wait: Duration)
+        -> io::Result<usize>;
     /// Waits until reading would not block; `TimedOut` past the timeout.
     fn wait_readable(&self) -> io::Result<()>;
     /// Writes all of `buf`, waiting for room; `TimedOut` past the timeout.
@@ -85,9 +91,6 @@ struct Rx {
     start: usize,
     end: usize,
     eof: bool,
-    /// The last read found the socket empty: every byte that came since
-    /// has been announced by the readiness watcher (edge-triggered).
-    drained: bool,
 }
 
 /// First size of a receive buffer: a whole request head from nginx or
@@ -109,7 +112,6 @@ impl Rx {
             start: 0,
             end: 0,
             eof: false,
-            drained: false,
         }
     }
 
@@ -153,6 +155,16 @@ impl Rx {
 
     /// Reads what the wire has now. Ok(false) if nothing was available.
     fn fill_now(&mut self, wire: &dyn Wire) -> io::Result<bool> {
+        self.fill(wire, None)
+    }
+
+    /// Reads what the wire has, waiting up to `wait` (None: not at all)
+    /// for bytes if none are there yet. Ok(false) if none came.
+    fn fill(
+        &mut self,
+        wire: &dyn Wire,
+        wait: Option<Duration>,
+    ) -> io::Result<bool> {
         if self.eof {
             return Ok(false);
         }
@@ -162,20 +174,21 @@ impl Rx {
             // fits RECORD_ROOM; treat it as nothing new.
             return Ok(false);
         }
-        match wire.read_now(&mut self.buf[self.end..]) {
+        let room = &mut self.buf[self.end..];
+        let got = match wait {
+            None => wire.read_now(room),
+            Some(d) => wire.read_within(room, d),
+        };
+        match got {
             Ok(0) => {
                 self.eof = true;
                 Ok(true)
             }
             Ok(n) => {
                 self.end += n;
-                self.drained = false;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.drained = true;
-                Ok(false)
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -250,6 +263,18 @@ struct Pending {
     index: Vec<(u32, u32, u32)>,
 }
 
+/// What [`Conn::advance`] may read before it says `NeedMore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Nothing: only bytes already buffered are processed (right after a
+    /// response, when the next request is rarely there yet).
+    Buffered,
+    /// What the wire has now, without waiting.
+    Now,
+    /// Up to this long for the first bytes if none are there yet.
+    Within(Duration),
+}
+
 /// What [`Conn::advance`] found.
 #[derive(Debug)]
 pub enum Progress {
@@ -307,16 +332,16 @@ impl Conn {
         lock(&self.rx).shrink();
     }
 
-    /// Processes buffered bytes and whatever the wire has now, without
-    /// waiting, until a request head is complete or more bytes are needed.
-    ///
-    /// With `read` false, and the socket found empty by the last read,
-    /// only buffered bytes are processed: right after a response the next
-    /// request is rarely there yet, and the readiness watcher will say
-    /// when it is, so a read would only fail.
-    pub fn advance(&mut self, read: bool) -> Result<Progress> {
+    /// Processes buffered bytes, then reads as `fill` says, until a
+    /// request head is complete or more bytes are needed.
+    pub fn advance(&mut self, fill: Fill) -> Result<Progress> {
         let rx = Arc::clone(&self.rx);
         let mut rx = lock(&rx);
+        let mut wait = match fill {
+            Fill::Buffered => None,
+            Fill::Now => Some(None),
+            Fill::Within(d) => Some(Some(d)),
+        };
         loop {
             if let Some(p) = self.step(&mut rx)? {
                 if self.refused {
@@ -324,11 +349,13 @@ impl Conn {
                 }
                 return Ok(p);
             }
-            if !read && rx.drained {
+            let Some(w) = wait else {
                 return Ok(Progress::NeedMore);
-            }
+            };
+            // Only the first read waits.
+            wait = Some(None);
             let got = rx
-                .fill_now(&*self.wire)
+                .fill(&*self.wire, w)
                 .map_err(|e| Error::io("reading from the web server", e))?;
             if rx.eof && rx.pending().is_empty() {
                 return match self.pending {

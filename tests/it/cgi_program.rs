@@ -290,6 +290,56 @@ fn fixed_program_runs_with_its_arguments_in_the_launcher_directory() {
     expect_var(&c, &r, "REQUEST_METHOD", Some("GET"));
 }
 
+/// A worker that waits on a quiet kept connection for its next request
+/// (it does so while the other worker is idle) is sent back to waiting
+/// for work when the other worker gets busy, so new work is answered at
+/// once rather than after that wait (2 s) ends.
+#[test]
+fn a_worker_waiting_on_a_quiet_connection_yields_to_new_work() {
+    let marks = TempDir::new();
+    let started = marks.join("slow-started");
+    let script = format!(
+        "if [ \"$QUERY_STRING\" = slow ]; then : > '{}'; sleep 10; fi; \
+         printf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' \"$QUERY_STRING\"",
+        started.display()
+    );
+    let srv = Server::unix(&["-w", "2", "--", "/bin/sh", "-c", &script]);
+    let query = |q| [("REQUEST_METHOD", "GET"), ("QUERY_STRING", q)];
+    // A: answered, then kept open and quiet.
+    let mut a = srv.connect();
+    let r = get(&mut a, &query("a"));
+    assert_eq!(expect_status(&a, &r, 200).body, b"a\n", "{}", srv.dump());
+    // Give A's worker time to start waiting on A (it does so only while
+    // the other worker is idle, so B must not come first).
+    thread::sleep(Duration::from_millis(200));
+    // B: runs for 10 s on the other worker.
+    let mut b = srv.connect();
+    b.begin_responder(1);
+    b.params(1, &query("slow"));
+    b.stdin(1, b"");
+    if wait_file(&started, STARTUP_TIMEOUT).is_none() {
+        srv.fail("the slow request never started");
+    }
+    // C: a new connection while one worker runs B and the other waits
+    // on A.
+    let t = Instant::now();
+    let mut c = srv.connect();
+    let r = get(&mut c, &query("c"));
+    let took = t.elapsed();
+    assert_eq!(expect_status(&c, &r, 200).body, b"c\n", "{}", srv.dump());
+    if took >= Duration::from_secs(1) {
+        srv.fail(&format!(
+            "C was answered after {took:?}: the worker waiting on A's \
+             connection was not sent back to take new work"
+        ));
+    }
+    // A is still served.
+    let r = a.request(2, &query("a2"), b"");
+    assert_eq!(expect_status(&a, &r, 200).body, b"a2\n", "{}", srv.dump());
+    drop(b);
+    srv.assert_no_panic();
+}
+
 #[test]
 fn fixed_program_is_served_over_tcp_too() {
     let srv = Server::tcp(&["--", &fixture_str("hello.cgi")]);
