@@ -2,16 +2,18 @@
 //! readiness watcher.
 //!
 //! The watcher is a single epoll instance that owns every listener, every
-//! parked connection and the shutdown pipe. All N workers wait on it, and
-//! each registration is one-shot, so a ready connection is handed to
-//! exactly one worker. That worker reads and serves requests on it until
-//! it would have to wait for bytes, then parks it again and goes back to
-//! waiting. A worker is therefore tied to a connection only while a request
-//! is in flight: thousands of idle keep-alive connections cost a parked
-//! [`Conn`] each (its buffers freed), never a thread, and the only queue
-//! is the kernel's ready list. Letting the worker that is woken do the
-//! work itself, rather than a watcher thread passing it on, saves a thread
-//! hop per request.
+//! parked connection and the shutdown pipe. All N workers wait on it;
+//! listeners are registered one-shot and connections edge-triggered, so
+//! each readiness is handed to exactly one worker. That worker reads and
+//! serves requests on the connection until it would have to wait for
+//! bytes, then parks it again and goes back to waiting. A worker is
+//! therefore tied to a connection only while a request is in flight, or
+//! while it lingers in a read for the next request when another worker is
+//! idle (see `linger`): thousands of idle keep-alive connections cost a
+//! parked [`Conn`] each (its buffers freed), never a thread, and the only
+//! queue is the kernel's ready list. Letting the worker that is woken do
+//! the work itself, rather than a watcher thread passing it on, saves a
+//! thread hop per request.
 //!
 //! This module decides; it parses no bytes (see `fcgi::conn`) and calls no
 //! libc (see `sys`).
@@ -57,6 +59,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// while another worker is idle, and cut short by a kick when that one
 /// gets work: see [`linger`]).
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a worker waits for a kept connection's next request when
+/// there are more connections than workers (see [`worth_lingering`]).
+const BRIEF_WAIT: Duration = Duration::from_millis(1);
 /// Token of the shutdown pipe.
 const STOP_TOKEN: u64 = u64::MAX;
 /// Tokens from here up to STOP_TOKEN name listeners.
@@ -70,6 +75,9 @@ struct Entry {
     since: Option<Instant>,
     /// Requests served on this connection, for the log.
     served: u64,
+    /// Registered and watched (edge-triggered); false while a worker
+    /// lingers on it, and before it is first parked.
+    armed: bool,
 }
 
 /// A worker's linger state, for kicks (see [`linger`]).
@@ -93,7 +101,7 @@ struct Slot {
     generation: u32,
     entry: Option<Entry>,
     used: bool,
-    /// An event came while the connection was being parked.
+    /// An event came while the connection was in service.
     notified: bool,
 }
 
@@ -375,6 +383,7 @@ fn accept(sh: &Shared, me: usize, i: usize) {
             // A new connection has --io-timeout to send its request.
             since: Some(Instant::now()),
             served: 0,
+            armed: false,
         },
     );
 }
@@ -413,14 +422,23 @@ fn serve_conn(
         let lingered = lingering;
         let progress = if lingering {
             lingering = false;
-            linger(sh, me, |wait| {
-                let fill = if wait {
-                    Fill::Within(LINGER)
+            if !worth_lingering(sh, &entry) {
+                let fill = if sh.idle.load(Ordering::SeqCst) > 0 {
+                    Fill::Within(BRIEF_WAIT)
                 } else {
-                    Fill::Buffered
+                    Fill::Now
                 };
                 entry.conn.advance(fill)
-            })
+            } else {
+                linger(sh, me, |wait| {
+                    let fill = if wait && quiet(sh, slot, &mut entry) {
+                        Fill::Within(LINGER)
+                    } else {
+                        Fill::Buffered
+                    };
+                    entry.conn.advance(fill)
+                })
+            }
         } else {
             entry.conn.advance(Fill::Now)
         };
@@ -486,6 +504,17 @@ fn serve_conn(
     close(sh, slot);
 }
 
+/// Whether to linger on a connection with no request in hand: a new
+/// one's first bytes are usually a moment behind its connect; between
+/// requests, lingering pays while there are no more connections than
+/// workers (the thread-per-connection regime). With more, a lingering
+/// worker would mostly be kicked; it rather waits [`BRIEF_WAIT`] (while
+/// another worker is idle) with the connection still watched, or just
+/// reads what is there, and then parks it, which costs nothing.
+fn worth_lingering(sh: &Shared, entry: &Entry) -> bool {
+    entry.served == 0 || sh.conns.load(Ordering::SeqCst) <= sh.cfg.workers
+}
+
 /// Runs `read` as a linger on a connection with no request in hand:
 /// `read(true)` may wait up to [`LINGER`] in the read itself for the
 /// connection's next bytes, `read(false)` must not wait.
@@ -494,8 +523,7 @@ fn serve_conn(
 /// moment away, and so are a new connection's first bytes. Waiting for
 /// them in the read serves them with no system call but the read, on the
 /// same warm thread, as a thread-per-connection server does. Parking
-/// instead costs a re-arm, a wake-up through epoll, and often a second
-/// thread.
+/// instead costs a wake-up through epoll, often of a second thread.
 ///
 /// A worker lingers only while another worker is waiting for events, so
 /// other work is still taken at once; and the worker that takes it, if
@@ -563,20 +591,20 @@ fn conn_token(index: usize, generation: u32) -> u64 {
 }
 
 /// Puts a connection in the table, watched for readability, and returns
-/// None; or, if bytes came while it was being parked, hands it back
-/// (with its slot) to be served on.
+/// None; or, if bytes came while it was in service, hands it back (with
+/// its slot) to be served on.
 ///
-/// Registrations are one-shot, so a connection in service is disarmed:
-/// its next request wakes no other worker (an edge-triggered watch
-/// would, once per request, for nothing). The watch is armed before the
-/// entry goes into the table, so nothing can take the connection (an
-/// event, the sweep, a stop) while the fd is passed to epoll; an event
-/// in that window finds no entry, marks the slot `notified`, and the
-/// entry is handed back here.
+/// Connections are registered edge-triggered, once, so parking costs no
+/// system call: an event that finds its connection in service only marks
+/// the slot `notified`, and the worker serving it sees the mark here and
+/// goes on serving instead of parking. No wake-up is lost. A connection
+/// is registered (or re-armed after a linger) before its entry goes into
+/// the table, so nothing can take it (an event, the sweep, a stop) while
+/// its fd is passed to epoll.
 fn park(
     sh: &Shared,
     slot: Option<usize>,
-    entry: Entry,
+    mut entry: Entry,
 ) -> Option<(usize, Entry)> {
     let fd = entry.stream.as_raw_fd();
     let (index, token) = match slot {
@@ -601,16 +629,22 @@ fn park(
             (index, conn_token(index, s.generation))
         }
     };
-    // Bytes that came before this call are reported too.
-    let armed = match slot {
-        Some(_) => sh.poller.rearm(fd, token),
-        None => sh.poller.add_oneshot(fd, token),
-    };
-    if let Err(e) = armed {
-        log::error!("{}: watching the connection: {e}", entry.stream.peer());
-        drop(entry);
-        close(sh, Some(index));
-        return None;
+    if !entry.armed {
+        // Bytes that came before this call are reported too.
+        let armed = match slot {
+            Some(_) => sh.poller.rearm_edge(fd, token),
+            None => sh.poller.add_edge(fd, token),
+        };
+        if let Err(e) = armed {
+            log::error!(
+                "{}: watching the connection: {e}",
+                entry.stream.peer()
+            );
+            drop(entry);
+            close(sh, Some(index));
+            return None;
+        }
+        entry.armed = true;
     }
     let mut slots = lock(&sh.slots);
     let s = &mut slots[index];
@@ -621,9 +655,31 @@ fn park(
     None
 }
 
+/// Makes a connection about to be lingered on report nothing meanwhile:
+/// its next request would otherwise wake another worker for nothing.
+/// False if that failed (then there is no linger).
+fn quiet(sh: &Shared, slot: Option<usize>, entry: &mut Entry) -> bool {
+    let Some(i) = slot else {
+        // Never registered.
+        return true;
+    };
+    if entry.armed {
+        let token = conn_token(i, lock(&sh.slots)[i].generation);
+        if let Err(e) = sh.poller.disarm(entry.stream.as_raw_fd(), token) {
+            log::error!(
+                "{}: watching the connection: {e}",
+                entry.stream.peer()
+            );
+            return false;
+        }
+        entry.armed = false;
+    }
+    true
+}
+
 /// Takes the connection an event names out of the table. None if the
 /// event is stale (the connection was closed meanwhile) or the connection
-/// is being parked (then it is marked, see [`park`]).
+/// is in service (then it is marked, see [`park`]).
 fn take(sh: &Shared, token: u64) -> Option<(usize, Entry)> {
     let index = (token & 0xffff_ffff) as usize;
     let generation = (token >> 32) as u32;

@@ -392,9 +392,8 @@ pub fn peer_hung_up(fd: RawFd) -> bool {
         && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
-/// An epoll instance. Registrations are one-shot: after an fd is reported
-/// it stays disarmed until [`Poller::rearm`], so that exactly one thread
-/// handles it even when several threads wait on the same instance.
+/// An epoll instance shared by several waiting threads: one-shot and
+/// edge-triggered registrations report each readiness to one thread.
 #[derive(Debug)]
 pub struct Poller {
     ep: OwnedFd,
@@ -436,6 +435,27 @@ impl Poller {
     /// Registers `fd` for one readability report carrying `token`.
     pub fn add_oneshot(&self, fd: RawFd, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, token, Self::oneshot_flags())
+    }
+
+    /// Registers `fd` edge-triggered for readability: each arrival of
+    /// bytes (or a hang-up) is reported once, to one waiter.
+    pub fn add_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, Self::edge_flags())
+    }
+
+    /// Watches an edge-triggered registration again after
+    /// [`Poller::disarm`]; bytes already there are reported at once.
+    pub fn rearm_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, Self::edge_flags())
+    }
+
+    /// Keeps `fd` registered but reports nothing for it until re-armed.
+    pub fn disarm(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, 0)
+    }
+
+    fn edge_flags() -> u32 {
+        (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32
     }
 
     /// Registers `fd` level-triggered, reported to every waiter until it
