@@ -154,6 +154,12 @@ impl Server {
 
     /// Detects how the process was started and serves until told to
     /// stop (FastCGI) or for the one request (CGI).
+    ///
+    /// While it serves FastCGI it handles SIGTERM, SIGINT and SIGHUP, and
+    /// uses the real-time signal `SIGRTMIN+3` between its worker threads
+    /// (a worker waiting on a quiet connection is interrupted to take
+    /// other work); the program should leave these signals alone
+    /// meanwhile.
     pub fn run(mut self) -> Result<()> {
         sys::ensure_std_fds()
             .map_err(|e| Error::io("opening /dev/null on fds 0-2", e))?;
@@ -219,7 +225,8 @@ fn web_server_addrs() -> Result<Option<Vec<IpAddr>>> {
 }
 
 /// Detects the mode and serves `handler` with the default settings: the
-/// one call a dual-mode program needs.
+/// one call a dual-mode program needs. Signals are used as
+/// [`Server::run`] says.
 pub fn serve(handler: impl Handler) -> Result<()> {
     crate::logging::init(0);
     Server::new(handler).run()

@@ -75,9 +75,9 @@ struct Entry {
     since: Option<Instant>,
     /// Requests served on this connection, for the log.
     served: u64,
-    /// Registered and watched (edge-triggered); false while a worker
-    /// lingers on it, and before it is first parked.
-    armed: bool,
+    /// In the epoll set (edge-triggered); not before it is first parked,
+    /// nor while a worker lingers on it.
+    watched: bool,
 }
 
 /// A worker's linger state, for kicks (see [`linger`]).
@@ -181,13 +181,17 @@ pub fn serve(
         let sh = Arc::clone(&sh);
         let alive = Arc::clone(&alive);
         alive.fetch_add(1, Ordering::SeqCst);
-        thread::Builder::new()
+        let started = thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || {
                 let _count = CountGuard(&alive);
                 worker(&sh, i);
-            })
-            .map_err(|e| Error::io("starting worker threads", e))?;
+            });
+        if let Err(e) = started {
+            // Workers already started may still kick each other.
+            std::mem::forget(kicks);
+            return Err(Error::io("starting worker threads", e));
+        }
     }
     log::info!(
         "serving with {} workers, at most {} connections",
@@ -285,6 +289,9 @@ impl Drop for CountGuard<'_> {
 }
 
 fn worker(sh: &Shared, me: usize) {
+    if let Err(e) = sys::unblock_kick() {
+        log::warn!("worker {me}: unblocking the kick signal: {e}");
+    }
     let _ = sh.lanes[me].thread.set(sys::this_thread());
     while !sh.stopping.load(Ordering::SeqCst) {
         // Runs at most once per SWEEP_EVERY across all workers; called on
@@ -383,7 +390,7 @@ fn accept(sh: &Shared, me: usize, i: usize) {
             // A new connection has --io-timeout to send its request.
             since: Some(Instant::now()),
             served: 0,
-            armed: false,
+            watched: false,
         },
     );
 }
@@ -423,21 +430,30 @@ fn serve_conn(
         let progress = if lingering {
             lingering = false;
             if !worth_lingering(sh, &entry) {
-                let fill = if sh.idle.load(Ordering::SeqCst) > 0 {
-                    Fill::Within(BRIEF_WAIT)
-                } else {
-                    Fill::Now
-                };
-                entry.conn.advance(fill)
+                if sh.idle.load(Ordering::SeqCst) > 0 {
+                    let fd = entry.stream.as_raw_fd();
+                    let _ = sys::wait_fd(fd, sys::Interest::Read, BRIEF_WAIT);
+                }
+                entry.conn.advance(Fill::Now)
             } else {
-                linger(sh, me, |wait| {
-                    let fill = if wait && quiet(sh, slot, &mut entry) {
-                        Fill::Within(LINGER)
+                let wait = LINGER.min(sh.cfg.io_timeout);
+                let (progress, kicked) = linger(sh, me, |may| {
+                    let fill = if may && quiet(sh, slot, &mut entry) {
+                        Fill::Within(wait)
                     } else {
-                        Fill::Buffered
+                        Fill::Now
                     };
                     entry.conn.advance(fill)
-                })
+                });
+                if kicked
+                    && matches!(progress, Ok(Progress::Request(_)))
+                    && sh.idle.load(Ordering::SeqCst) == 0
+                {
+                    // Kicked, but its own request came first: the kick
+                    // goes on to another lingering worker, if any.
+                    kick_one(sh);
+                }
+                progress
             }
         } else {
             entry.conn.advance(Fill::Now)
@@ -501,6 +517,7 @@ fn serve_conn(
         entry.stream.peer(),
         entry.served
     );
+    drop(entry);
     close(sh, slot);
 }
 
@@ -532,26 +549,58 @@ fn worth_lingering(sh: &Shared, entry: &Entry) -> bool {
 /// back to waiting. The lane state is set before `idle` is read, and a
 /// kicker lowers `idle` before it reads the lanes (all sequentially
 /// consistent), so one of the two always sees the other.
-fn linger<T>(sh: &Shared, me: usize, read: impl FnOnce(bool) -> T) -> T {
-    let lane = &sh.lanes[me];
-    lane.state.store(LINGERING, Ordering::SeqCst);
-    let wait = !sh.stopping.load(Ordering::SeqCst)
+fn linger<T>(
+    sh: &Shared,
+    me: usize,
+    read: impl FnOnce(bool) -> T,
+) -> (T, bool) {
+    let lane = Lingering(&sh.lanes[me]);
+    lane.0.state.store(LINGERING, Ordering::SeqCst);
+    let may = !sh.stopping.load(Ordering::SeqCst)
         && sh.idle.load(Ordering::SeqCst) > 0;
-    let out = read(wait);
-    if lane
-        .state
-        .compare_exchange(LINGERING, FREE, Ordering::SeqCst, Ordering::SeqCst)
-        .is_err()
-    {
-        // Kicked, and the signal may still be on its way: let it land
-        // now, not in a later system call of this thread.
-        while lane.state.load(Ordering::SeqCst) != KICKED {
-            thread::yield_now();
+    let out = read(may);
+    (out, lane.end())
+}
+
+/// A lane in its linger; its end (or a panic) makes it FREE again.
+struct Lingering<'a>(&'a Lane);
+
+impl Lingering<'_> {
+    /// Ends the linger; true if the worker was kicked.
+    fn end(self) -> bool {
+        let state = &self.0.state;
+        let kicked = state
+            .compare_exchange(
+                LINGERING,
+                FREE,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_err();
+        if kicked {
+            // The signal may still be on its way: let it land now, not
+            // in a later system call of this thread.
+            while state.load(Ordering::SeqCst) != KICKED {
+                thread::yield_now();
+            }
+            sys::take_signals();
+            state.store(FREE, Ordering::SeqCst);
         }
-        sys::take_signals();
-        lane.state.store(FREE, Ordering::SeqCst);
+        kicked
     }
-    out
+}
+
+impl Drop for Lingering<'_> {
+    fn drop(&mut self) {
+        // Only reached with LINGERING still set if `read` panicked: no
+        // kick may then target this thread.
+        let _ = self.0.state.compare_exchange(
+            LINGERING,
+            FREE,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
 }
 
 /// Kicks one lingering worker, if there is one, back to waiting.
@@ -598,7 +647,7 @@ fn conn_token(index: usize, generation: u32) -> u64 {
 /// system call: an event that finds its connection in service only marks
 /// the slot `notified`, and the worker serving it sees the mark here and
 /// goes on serving instead of parking. No wake-up is lost. A connection
-/// is registered (or re-armed after a linger) before its entry goes into
+/// is registered (again, after a linger) before its entry goes into
 /// the table, so nothing can take it (an event, the sweep, a stop) while
 /// its fd is passed to epoll.
 fn park(
@@ -629,13 +678,9 @@ fn park(
             (index, conn_token(index, s.generation))
         }
     };
-    if !entry.armed {
+    if !entry.watched {
         // Bytes that came before this call are reported too.
-        let armed = match slot {
-            Some(_) => sh.poller.rearm_edge(fd, token),
-            None => sh.poller.add_edge(fd, token),
-        };
-        if let Err(e) = armed {
+        if let Err(e) = sh.poller.add_edge(fd, token) {
             log::error!(
                 "{}: watching the connection: {e}",
                 entry.stream.peer()
@@ -644,7 +689,7 @@ fn park(
             close(sh, Some(index));
             return None;
         }
-        entry.armed = true;
+        entry.watched = true;
     }
     let mut slots = lock(&sh.slots);
     let s = &mut slots[index];
@@ -655,25 +700,19 @@ fn park(
     None
 }
 
-/// Makes a connection about to be lingered on report nothing meanwhile:
-/// its next request would otherwise wake another worker for nothing.
-/// False if that failed (then there is no linger).
+/// Takes a connection about to be lingered on out of the epoll set: its
+/// next request would otherwise wake another worker for nothing. (Out of
+/// the set rather than disarmed: a hang-up is reported even for a watch
+/// of no events.) False if that failed (then there is no linger).
 fn quiet(sh: &Shared, slot: Option<usize>, entry: &mut Entry) -> bool {
-    let Some(i) = slot else {
-        // Never registered.
+    if slot.is_none() || !entry.watched {
         return true;
-    };
-    if entry.armed {
-        let token = conn_token(i, lock(&sh.slots)[i].generation);
-        if let Err(e) = sh.poller.disarm(entry.stream.as_raw_fd(), token) {
-            log::error!(
-                "{}: watching the connection: {e}",
-                entry.stream.peer()
-            );
-            return false;
-        }
-        entry.armed = false;
     }
+    if let Err(e) = sh.poller.remove(entry.stream.as_raw_fd()) {
+        log::error!("{}: watching the connection: {e}", entry.stream.peer());
+        return false;
+    }
+    entry.watched = false;
     true
 }
 

@@ -443,17 +443,6 @@ impl Poller {
         self.ctl(libc::EPOLL_CTL_ADD, fd, token, Self::edge_flags())
     }
 
-    /// Watches an edge-triggered registration again after
-    /// [`Poller::disarm`]; bytes already there are reported at once.
-    pub fn rearm_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, token, Self::edge_flags())
-    }
-
-    /// Keeps `fd` registered but reports nothing for it until re-armed.
-    pub fn disarm(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, token, 0)
-    }
-
     fn edge_flags() -> u32 {
         (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32
     }
@@ -588,7 +577,43 @@ fn kick_signal() -> i32 {
     libc::SIGRTMIN() + 3
 }
 
-extern "C" fn on_kick(_: libc::c_int) {}
+thread_local! {
+    /// A kick reached this thread (set by the signal handler).
+    static KICKED: std::sync::atomic::AtomicBool =
+        const { std::sync::atomic::AtomicBool::new(false) };
+}
+
+extern "C" fn on_kick(_: libc::c_int) {
+    // A const-initialised thread-local without destructor is a plain TLS
+    // access: async-signal-safe.
+    KICKED.with(|k| k.store(true, Ordering::SeqCst));
+}
+
+/// True if a kick reached this thread since [`take_signals`]: a waiting
+/// read about to start should not (the kick may have landed before it).
+pub fn kick_pending() -> bool {
+    KICKED.with(|k| k.load(Ordering::SeqCst))
+}
+
+/// Makes sure the kick signal is not blocked in the calling thread (a
+/// program may start the server from a thread that blocks signals).
+pub fn unblock_kick() -> io::Result<()> {
+    // SAFETY: a sigset_t we own, initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, kick_signal());
+        let r = libc::pthread_sigmask(
+            libc::SIG_UNBLOCK,
+            &set,
+            std::ptr::null_mut(),
+        );
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+    }
+    Ok(())
+}
 
 /// While alive, the kick signal does nothing but interrupt the waiting
 /// system call it lands in (EINTR: no `SA_RESTART`); dropped, the
@@ -644,13 +669,14 @@ pub fn kick(thread: ThreadHandle) {
 
 /// Lets a signal sent to this thread land now, in a system call that
 /// does not wait (signals are handled on the way out of the kernel),
-/// rather than interrupting a later one.
+/// rather than interrupting a later one; then forgets the kick.
 pub fn take_signals() {
     // SAFETY: a sigset_t we own, written by the call.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigpending(&mut set);
     }
+    KICKED.with(|k| k.store(false, Ordering::SeqCst));
 }
 
 /// Signal numbers used by the crate.

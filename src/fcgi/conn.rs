@@ -266,9 +266,6 @@ struct Pending {
 /// What [`Conn::advance`] may read before it says `NeedMore`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fill {
-    /// Nothing: only bytes already buffered are processed (right after a
-    /// response, when the next request is rarely there yet).
-    Buffered,
     /// What the wire has now, without waiting.
     Now,
     /// Up to this long for the first bytes if none are there yet.
@@ -332,15 +329,15 @@ impl Conn {
         lock(&self.rx).shrink();
     }
 
-    /// Processes buffered bytes, then reads as `fill` says, until a
-    /// request head is complete or more bytes are needed.
+    /// Processes buffered bytes, then reads as `fill` says (only the first
+    /// read may wait), until a request head is complete or more bytes are
+    /// needed.
     pub fn advance(&mut self, fill: Fill) -> Result<Progress> {
         let rx = Arc::clone(&self.rx);
         let mut rx = lock(&rx);
         let mut wait = match fill {
-            Fill::Buffered => None,
-            Fill::Now => Some(None),
-            Fill::Within(d) => Some(Some(d)),
+            Fill::Now => None,
+            Fill::Within(d) => Some(d),
         };
         loop {
             if let Some(p) = self.step(&mut rx)? {
@@ -349,13 +346,9 @@ impl Conn {
                 }
                 return Ok(p);
             }
-            let Some(w) = wait else {
-                return Ok(Progress::NeedMore);
-            };
             // Only the first read waits.
-            wait = Some(None);
             let got = rx
-                .fill(&*self.wire, w)
+                .fill(&*self.wire, wait.take())
                 .map_err(|e| Error::io("reading from the web server", e))?;
             if rx.eof && rx.pending().is_empty() {
                 return match self.pending {
