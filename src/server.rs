@@ -429,32 +429,7 @@ fn serve_conn(
         let lingered = lingering;
         let progress = if lingering {
             lingering = false;
-            if !worth_lingering(sh, &entry) {
-                if sh.idle.load(Ordering::SeqCst) > 0 {
-                    let fd = entry.stream.as_raw_fd();
-                    let _ = sys::wait_fd(fd, sys::Interest::Read, BRIEF_WAIT);
-                }
-                entry.conn.advance(Fill::Now)
-            } else {
-                let wait = LINGER.min(sh.cfg.io_timeout);
-                let (progress, kicked) = linger(sh, me, |may| {
-                    let fill = if may && quiet(sh, slot, &mut entry) {
-                        Fill::Within(wait)
-                    } else {
-                        Fill::Now
-                    };
-                    entry.conn.advance(fill)
-                });
-                if kicked
-                    && matches!(progress, Ok(Progress::Request(_)))
-                    && sh.idle.load(Ordering::SeqCst) == 0
-                {
-                    // Kicked, but its own request came first: the kick
-                    // goes on to another lingering worker, if any.
-                    kick_one(sh);
-                }
-                progress
-            }
+            next_request(sh, me, slot, &mut entry)
         } else {
             entry.conn.advance(Fill::Now)
         };
@@ -519,6 +494,41 @@ fn serve_conn(
     );
     drop(entry);
     close(sh, slot);
+}
+
+/// Reads a connection's next request after a response or a new
+/// connection's first one, waiting for it as [`worth_lingering`] says.
+fn next_request(
+    sh: &Shared,
+    me: usize,
+    slot: Option<usize>,
+    entry: &mut Entry,
+) -> Result<Progress> {
+    if !worth_lingering(sh, entry) {
+        if sh.idle.load(Ordering::SeqCst) > 0 {
+            let fd = entry.stream.as_raw_fd();
+            let _ = sys::wait_fd(fd, sys::Interest::Read, BRIEF_WAIT);
+        }
+        return entry.conn.advance(Fill::Now);
+    }
+    let wait = LINGER.min(sh.cfg.io_timeout);
+    let (progress, kicked) = linger(sh, me, |may| {
+        let fill = if may && quiet(sh, slot, entry) {
+            Fill::Within(wait)
+        } else {
+            Fill::Now
+        };
+        entry.conn.advance(fill)
+    });
+    if kicked
+        && matches!(progress, Ok(Progress::Request(_)))
+        && sh.idle.load(Ordering::SeqCst) == 0
+    {
+        // Kicked, but its own request came first: the kick goes on to
+        // another lingering worker, if any.
+        kick_one(sh);
+    }
+    progress
 }
 
 /// Whether to linger on a connection with no request in hand: a new
