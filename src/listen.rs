@@ -270,6 +270,9 @@ enum Inner {
     Tcp(TcpStream),
 }
 
+/// Longest single wait of [`Wire::read_within`].
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
 /// An accepted connection, with waits bounded by its I/O timeout. The
 /// socket is in blocking mode, but only [`Wire::read_within`] waits in a
 /// system call; every other read and write returns at once.
@@ -347,20 +350,35 @@ impl Wire for Stream {
         self.recv(buf, false)
     }
 
+    /// Waits in slices of at most [`WAIT_SLICE`], each a read with that
+    /// receive timeout: a kick (see `server`) that lands just before a
+    /// slice's read starts, and so does not interrupt it, is seen when
+    /// the slice ends.
     fn read_within(
         &self,
         buf: &mut [u8],
         wait: Duration,
     ) -> io::Result<usize> {
-        let micros = wait.as_micros().clamp(1, u128::from(u64::MAX)) as u64;
+        let wait = wait.max(Duration::from_micros(1));
+        let slices = wait.as_nanos().div_ceil(WAIT_SLICE.as_nanos()).max(1);
+        let slice = wait / slices.min(u128::from(u32::MAX)) as u32;
+        let micros = slice.as_micros().max(1) as u64;
         if self.recv_timeout.swap(micros, Ordering::Relaxed) != micros {
-            sys::set_recv_timeout(self.as_raw_fd(), wait)?;
+            if let Err(e) = sys::set_recv_timeout(self.as_raw_fd(), slice) {
+                self.recv_timeout.store(0, Ordering::Relaxed);
+                return Err(e);
+            }
         }
-        // A kick that landed before the read would not end it.
-        if sys::kick_pending() {
-            return self.recv(buf, false);
+        for _ in 0..slices {
+            if sys::kick_pending() {
+                break;
+            }
+            match self.recv(buf, true) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
         }
-        self.recv(buf, true)
+        Err(io::ErrorKind::WouldBlock.into())
     }
 
     fn wait_readable(&self) -> io::Result<()> {

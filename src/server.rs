@@ -723,6 +723,11 @@ fn quiet(sh: &Shared, slot: Option<usize>, entry: &mut Entry) -> bool {
         return false;
     }
     entry.watched = false;
+    // An event taken before the removal is stale now: the read sees
+    // what it announced.
+    if let Some(i) = slot {
+        lock(&sh.slots)[i].notified = false;
+    }
     true
 }
 

@@ -201,10 +201,12 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Sets how long a waiting read on socket `fd` waits (`SO_RCVTIMEO`; the
-/// kernel rounds it up to a clock tick) before it fails with
-/// `WouldBlock`.
+/// Sets how long a waiting read on socket `fd` waits (`SO_RCVTIMEO`, at
+/// least 1 µs; the kernel rounds it up to a clock tick) before it fails
+/// with `WouldBlock`.
 pub fn set_recv_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    // Zero would mean "no timeout".
+    let timeout = timeout.max(Duration::from_micros(1));
     let tv = libc::timeval {
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
