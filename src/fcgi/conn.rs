@@ -11,7 +11,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::params::{self, parse_pair_head};
 use super::record::{
@@ -656,13 +656,19 @@ impl Conn {
 }
 
 /// Stops sending and reads until the peer closes (at most
-/// [`LINGER_BYTES`], each wait bounded by the I/O timeout).
+/// [`LINGER_BYTES`] for at most [`LINGER_TIME`]: a worker is held
+/// meanwhile).
 fn linger(wire: &dyn Wire, rx: &mut Rx) {
     wire.shutdown_write();
+    let deadline = Instant::now() + LINGER_TIME;
     let mut discarded = 0usize;
     while discarded < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
         rx.clear();
-        if rx.fill_wait(wire).is_err() || rx.eof {
+        if left.is_zero()
+            || !matches!(rx.fill(wire, Some(left)), Ok(true))
+            || rx.eof
+        {
             return;
         }
         discarded += rx.pending().len();
@@ -671,6 +677,8 @@ fn linger(wire: &dyn Wire, rx: &mut Rx) {
 
 /// Most unread body bytes read and dropped before a close.
 const LINGER_BYTES: usize = 16 << 20;
+/// Longest wait for the peer to close before we close anyway.
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Answers a management record (request id 0): GET_VALUES gets the values
 /// asked for that we know, anything else UNKNOWN_TYPE (spec §4).

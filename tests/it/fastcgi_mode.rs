@@ -284,6 +284,33 @@ fn unknown_roles_get_unknown_role_and_connection_stays_usable() {
     }
 }
 
+/// After refusing a request on a connection not to be kept, the server
+/// reads what the peer still sends until it closes, so that its answer
+/// is not destroyed by a reset; a peer that never closes holds the
+/// (only) worker for a bounded moment, not for the I/O timeout.
+#[test]
+fn refused_peer_that_never_closes_holds_its_worker_briefly() {
+    let srv =
+        Server::unix(&["--builtin", "hello", "-w", "1", "--io-timeout", "60"]);
+    let mut refused = srv.connect();
+    refused.begin(1, fcgi::AUTHORIZER, 0);
+    let r = refused.read_response(1);
+    if r.protocol_status != fcgi::UNKNOWN_ROLE {
+        refused.fail(&format!("want UNKNOWN_ROLE, got {:?}", r.records));
+    }
+    // `refused` stays open and silent. The next client is still served
+    // (within the client's read time limit, far below 60 s).
+    let t = Instant::now();
+    let mut c = srv.connect();
+    let r = c.request(1, &[], b"");
+    check_hello(&c, &r);
+    if t.elapsed() >= Duration::from_secs(10) {
+        c.fail(&format!("answered after {:?}", t.elapsed()));
+    }
+    drop(refused);
+    srv.assert_no_panic();
+}
+
 #[test]
 fn unknown_role_with_params_and_stdin_sent_gets_unknown_role_once() {
     let srv = Server::unix(&["--builtin", "hello"]);
