@@ -359,7 +359,6 @@ impl Wire for Stream {
         buf: &mut [u8],
         wait: Duration,
     ) -> io::Result<usize> {
-        let wait = wait.max(Duration::from_micros(1));
         let slices = wait.as_nanos().div_ceil(WAIT_SLICE.as_nanos()).max(1);
         let slice = wait / slices.min(u128::from(u32::MAX)) as u32;
         let micros = slice.as_micros().max(1) as u64;

@@ -649,6 +649,28 @@ fn conn_token(index: usize, generation: u32) -> u64 {
     (u64::from(generation) << 32) | index as u64
 }
 
+/// Takes a free slot of the connection table for a connection in
+/// service (no entry yet).
+fn new_slot(sh: &Shared) -> usize {
+    let mut slots = lock(&sh.slots);
+    let index = match lock(&sh.free).pop() {
+        Some(i) => i,
+        None => {
+            slots.push(Slot {
+                generation: 0,
+                entry: None,
+                used: false,
+                notified: false,
+            });
+            slots.len() - 1
+        }
+    };
+    let s = &mut slots[index];
+    s.used = true;
+    s.notified = false;
+    index
+}
+
 /// Puts a connection in the table, watched for readability, and returns
 /// None; or, if bytes came while it was in service, hands it back (with
 /// its slot) to be served on.
@@ -665,32 +687,11 @@ fn park(
     slot: Option<usize>,
     mut entry: Entry,
 ) -> Option<(usize, Entry)> {
-    let fd = entry.stream.as_raw_fd();
-    let (index, token) = match slot {
-        Some(i) => (i, conn_token(i, lock(&sh.slots)[i].generation)),
-        None => {
-            let mut slots = lock(&sh.slots);
-            let index = match lock(&sh.free).pop() {
-                Some(i) => i,
-                None => {
-                    slots.push(Slot {
-                        generation: 0,
-                        entry: None,
-                        used: false,
-                        notified: false,
-                    });
-                    slots.len() - 1
-                }
-            };
-            let s = &mut slots[index];
-            s.used = true;
-            s.notified = false;
-            (index, conn_token(index, s.generation))
-        }
-    };
+    let index = slot.unwrap_or_else(|| new_slot(sh));
     if !entry.watched {
+        let token = conn_token(index, lock(&sh.slots)[index].generation);
         // Bytes that came before this call are reported too.
-        if let Err(e) = sh.poller.add_edge(fd, token) {
+        if let Err(e) = sh.poller.add_edge(entry.stream.as_raw_fd(), token) {
             log::error!(
                 "{}: watching the connection: {e}",
                 entry.stream.peer()
@@ -715,9 +716,9 @@ fn park(
 /// the set rather than disarmed: a hang-up is reported even for a watch
 /// of no events.) False if that failed (then there is no linger).
 fn quiet(sh: &Shared, slot: Option<usize>, entry: &mut Entry) -> bool {
-    if slot.is_none() || !entry.watched {
+    let Some(i) = slot.filter(|_| entry.watched) else {
         return true;
-    }
+    };
     if let Err(e) = sh.poller.remove(entry.stream.as_raw_fd()) {
         log::error!("{}: watching the connection: {e}", entry.stream.peer());
         return false;
@@ -725,9 +726,7 @@ fn quiet(sh: &Shared, slot: Option<usize>, entry: &mut Entry) -> bool {
     entry.watched = false;
     // An event taken before the removal is stale now: the read sees
     // what it announced.
-    if let Some(i) = slot {
-        lock(&sh.slots)[i].notified = false;
-    }
+    lock(&sh.slots)[i].notified = false;
     true
 }
 

@@ -617,9 +617,10 @@ pub fn unblock_kick() -> io::Result<()> {
     Ok(())
 }
 
-/// While alive, the kick signal does nothing but interrupt the waiting
-/// system call it lands in (EINTR: no `SA_RESTART`); dropped, the
-/// signal's previous action is back.
+/// While alive, the kick signal only marks the thread it reaches (see
+/// [`kick_pending`]) and interrupts the waiting system call it lands in
+/// (EINTR: no `SA_RESTART`); dropped, the signal's previous action is
+/// back.
 pub struct KickHandler {
     previous: libc::sigaction,
 }
@@ -627,8 +628,9 @@ pub struct KickHandler {
 impl KickHandler {
     /// Installs the handler.
     pub fn install() -> io::Result<KickHandler> {
-        // SAFETY: zeroed sigactions are valid; the handler does nothing,
-        // which is async-signal-safe; `previous` is written by the call.
+        // SAFETY: zeroed sigactions are valid; the handler only stores to
+        // a thread-local atomic, which is async-signal-safe; `previous`
+        // is written by the call.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_kick as extern "C" fn(libc::c_int) as usize;
