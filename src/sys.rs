@@ -3,8 +3,11 @@
 //! in, what to log and when to retry are decided elsewhere.
 #![allow(unsafe_code)]
 
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -488,10 +491,20 @@ impl Poller {
 
 /// A pipe whose both ends are non-blocking and close-on-exec: (read, write).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    pipe_with(libc::O_NONBLOCK)
+}
+
+/// A pipe whose both ends block and are close-on-exec: (read, write), for
+/// a child's stdio.
+pub fn blocking_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    pipe_with(0)
+}
+
+fn pipe_with(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: fds is a valid array of two ints.
     syscall!(unsafe {
-        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK)
+        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | flags)
     })?;
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(
@@ -716,6 +729,20 @@ pub fn is_executable(path: &std::path::Path) -> bool {
 /// parent left open (a web server's sockets, a log file) reaches the
 /// programs we run. Call once at start-up.
 pub fn cloexec_inherited_fds() -> io::Result<()> {
+    // SAFETY: close_range(2) (Linux 5.11+) with CLOSE_RANGE_CLOEXEC only
+    // sets a flag on fds; it touches no memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // An older kernel: one fcntl per open fd.
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&fd| fd >= 3)
@@ -725,4 +752,169 @@ pub fn cloexec_inherited_fds() -> io::Result<()> {
         let _ = set_cloexec(fd);
     }
     Ok(())
+}
+
+/// Starts `program` (an absolute path) with `argv` and `envp` in a new
+/// process group of its own, its stdin, stdout and stderr on `stdio`, in
+/// directory `dir` if given; returns its pid.
+///
+/// posix_spawn(3): glibc runs the child on our memory until it execs
+/// (`CLONE_VM | CLONE_VFORK`), so a spawn costs no copy of our page tables
+/// whatever our size, and an exec failure (ENOENT, EACCES, ENOEXEC) comes
+/// back as this call's error. The child gets an empty signal mask, the
+/// default action for SIGPIPE (which we ignore) and for every signal we
+/// handle, and none of our fds but `stdio` (all of ours are close-on-exec).
+pub fn spawn(
+    program: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    dir: Option<&CStr>,
+    stdio: [RawFd; 3],
+) -> io::Result<u32> {
+    // An fd of `stdio` that is itself 0, 1 or 2 could be overwritten by
+    // an earlier dup2 of the child: give those copies above 2 first.
+    let mut moved: Vec<OwnedFd> = Vec::new();
+    let mut from = stdio;
+    for fd in from.iter_mut().filter(|fd| **fd < 3) {
+        let copy = syscall!(
+            // SAFETY: F_DUPFD_CLOEXEC duplicates `fd` onto a new fd >= 3.
+            unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3) }
+        )?;
+        // SAFETY: the fd was just created and is owned by nobody else.
+        moved.push(unsafe { OwnedFd::from_raw_fd(copy) });
+        *fd = copy;
+    }
+    let argv: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = envp
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let mut actions = SpawnActions::new()?;
+    for (target, fd) in from.into_iter().enumerate() {
+        // SAFETY: `actions` was initialised; the fds are plain integers.
+        spawn_call(unsafe {
+            libc::posix_spawn_file_actions_adddup2(
+                &mut actions.0,
+                fd,
+                target as libc::c_int,
+            )
+        })?;
+    }
+    if let Some(dir) = dir {
+        // SAFETY: `actions` was initialised; glibc copies `dir`.
+        spawn_call(unsafe {
+            libc::posix_spawn_file_actions_addchdir_np(
+                &mut actions.0,
+                dir.as_ptr(),
+            )
+        })?;
+    }
+    let mut attr = SpawnAttr::new()?;
+    // SAFETY: the sets are zeroed, then filled by sigemptyset/sigaddset;
+    // `attr` was initialised and copies what it is given.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        spawn_call(libc::posix_spawnattr_setsigmask(&mut attr.0, &none))?;
+        spawn_call(libc::posix_spawnattr_setsigdefault(&mut attr.0, &pipe))?;
+        spawn_call(libc::posix_spawnattr_setpgroup(&mut attr.0, 0))?;
+        let flags = libc::POSIX_SPAWN_SETPGROUP
+            | libc::POSIX_SPAWN_SETSIGMASK
+            | libc::POSIX_SPAWN_SETSIGDEF;
+        spawn_call(libc::posix_spawnattr_setflags(&mut attr.0, flags as _))?;
+    }
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer is valid for the call: `program`, the
+    // NUL-terminated arrays `argv` and `envp` (whose strings outlive
+    // them), and the initialised `actions` and `attr`.
+    spawn_call(unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            program.as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv.as_ptr() as *const *mut libc::c_char,
+            envp.as_ptr() as *const *mut libc::c_char,
+        )
+    })?;
+    drop(moved);
+    Ok(pid as u32)
+}
+
+/// posix_spawn's functions return an error number instead of setting errno.
+fn spawn_call(rc: libc::c_int) -> io::Result<()> {
+    match rc {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// posix_spawn file actions, destroyed on drop.
+struct SpawnActions(libc::posix_spawn_file_actions_t);
+
+impl SpawnActions {
+    fn new() -> io::Result<SpawnActions> {
+        // SAFETY: a zeroed struct is initialised by the call before use.
+        let mut a = SpawnActions(unsafe { std::mem::zeroed() });
+        // SAFETY: `a.0` is ours to initialise.
+        spawn_call(unsafe { libc::posix_spawn_file_actions_init(&mut a.0) })?;
+        Ok(a)
+    }
+}
+
+impl Drop for SpawnActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new` and destroyed only here.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+/// posix_spawn attributes, destroyed on drop.
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+impl SpawnAttr {
+    fn new() -> io::Result<SpawnAttr> {
+        // SAFETY: a zeroed struct is initialised by the call before use.
+        let mut a = SpawnAttr(unsafe { std::mem::zeroed() });
+        // SAFETY: `a.0` is ours to initialise.
+        spawn_call(unsafe { libc::posix_spawnattr_init(&mut a.0) })?;
+        Ok(a)
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new` and destroyed only here.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+/// Reaps child `pid` if it has exited (`block`: waits until it does);
+/// None if it is still running.
+pub fn wait_child(pid: u32, block: bool) -> io::Result<Option<ExitStatus>> {
+    let flags = if block { 0 } else { libc::WNOHANG };
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid writes the status into our local.
+        let r =
+            unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
+        match r {
+            0 => return Ok(None),
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            _ => return Ok(Some(ExitStatus::from_raw(status))),
+        }
+    }
 }

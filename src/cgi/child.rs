@@ -11,10 +11,14 @@
 //! program started outlives the request.
 
 use std::collections::VecDeque;
+use std::ffi::{CString, OsString};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus};
+use std::path::Path;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -63,6 +67,114 @@ pub struct Outcome {
     pub tail: Vec<String>,
 }
 
+/// A running program: its pid (also its process group) and the parent's
+/// ends of its stdin, stdout and stderr pipes. Reaped on drop if nobody
+/// did (its group killed first), so no run leaves a zombie.
+pub struct Process {
+    pid: u32,
+    status: Option<ExitStatus>,
+    /// Writes to its stdin.
+    pub stdin: Option<File>,
+    /// Reads its stdout.
+    pub stdout: Option<File>,
+    /// Reads its stderr.
+    pub stderr: Option<File>,
+}
+
+/// Starts `program` (absolute) with `args` after `argv0`, exactly the
+/// environment `env`, in `dir` if given, in a process group of its own,
+/// with its stdio on pipes.
+pub fn spawn(
+    program: &Path,
+    argv0: &Path,
+    args: &[OsString],
+    env: Vec<(OsString, OsString)>,
+    dir: Option<&Path>,
+) -> io::Result<Process> {
+    let c = |bytes: Vec<u8>, what: &str| {
+        CString::new(bytes).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{what} contains a NUL byte"),
+            )
+        })
+    };
+    let program = c(program.as_os_str().as_bytes().to_vec(), "the path")?;
+    let mut argv = vec![c(argv0.as_os_str().as_bytes().to_vec(), "argv[0]")?];
+    for a in args {
+        argv.push(c(a.as_bytes().to_vec(), "an argument")?);
+    }
+    let mut envp = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        let mut kv = k.into_vec();
+        let name = String::from_utf8_lossy(&kv).into_owned();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        envp.push(c(kv, &format!("variable {name}"))?);
+    }
+    let dir = match dir {
+        Some(d) => {
+            Some(c(d.as_os_str().as_bytes().to_vec(), "the directory")?)
+        }
+        None => None,
+    };
+    let (in_r, in_w) = sys::blocking_pipe()?;
+    let (out_r, out_w) = sys::blocking_pipe()?;
+    let (err_r, err_w) = sys::blocking_pipe()?;
+    let pid = sys::spawn(
+        &program,
+        &argv,
+        &envp,
+        dir.as_deref(),
+        [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+    )?;
+    Ok(Process {
+        pid,
+        status: None,
+        stdin: Some(File::from(in_w)),
+        stdout: Some(File::from(out_r)),
+        stderr: Some(File::from(err_r)),
+    })
+}
+
+impl Process {
+    /// Its pid, which is also its process group's id.
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Its exit status if it has exited (reaping it), None if not.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = sys::wait_child(self.pid, false)?;
+        }
+        Ok(self.status)
+    }
+
+    /// Waits for it to exit and reaps it.
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self.status {
+            Some(s) => Ok(s),
+            None => {
+                let s = sys::wait_child(self.pid, true)?.ok_or_else(|| {
+                    io::Error::other("waitpid returned no status")
+                })?;
+                self.status = Some(s);
+                Ok(s)
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = sys::kill_group(self.pid, sys::sig::KILL);
+            let _ = self.wait();
+        }
+    }
+}
+
 /// "exit status 3", "killed by signal 9".
 pub fn describe(status: Option<ExitStatus>) -> String {
     match status {
@@ -78,7 +190,7 @@ pub fn describe(status: Option<ExitStatus>) -> String {
 /// Runs the spawned `child` (its stdio piped, its own process group)
 /// for the request: `name` prefixes its stderr lines.
 pub fn run(
-    child: &mut Child,
+    child: &mut Process,
     name: &str,
     deadline: Option<Instant>,
     log_stderr: bool,
@@ -139,9 +251,9 @@ pub fn run(
 /// connection in step.
 fn feed_inline(
     body: &mut Body,
-    stdin: Option<ChildStdin>,
+    stdin: Option<File>,
     buf: &mut [u8],
-) -> Option<(ChildStdin, Vec<u8>)> {
+) -> Option<(File, Vec<u8>)> {
     let mut stdin = stdin;
     let mut nonblocking = false;
     loop {
@@ -181,9 +293,9 @@ fn feed_inline(
 /// The pipe stays non-blocking: each wait for room is one tick, so the
 /// feeder stops when `stop` is set even if something outside the
 /// program's process group keeps the pipe open and never reads.
-fn feed(body: &mut Body, stdin: ChildStdin, left: Vec<u8>, stop: &AtomicBool) {
+fn feed(body: &mut Body, stdin: File, left: Vec<u8>, stop: &AtomicBool) {
     let mut stdin = Some(stdin);
-    let write = |mut data: &[u8], stdin: &mut Option<ChildStdin>| {
+    let write = |mut data: &[u8], stdin: &mut Option<File>| {
         while let Some(w) = stdin.as_mut().filter(|_| !data.is_empty()) {
             match w.write(data) {
                 Ok(n) => data = &data[n..],
@@ -268,7 +380,7 @@ struct State<'a> {
     line: Vec<u8>,
     tail: VecDeque<String>,
     /// Open until it ends.
-    stderr: Option<ChildStderr>,
+    stderr: Option<File>,
 }
 
 impl State<'_> {
@@ -338,7 +450,7 @@ impl State<'_> {
     /// that answers before reading its body would wait for it forever.
     fn pump(
         &mut self,
-        mut out: ChildStdout,
+        mut out: File,
         resp: &mut Response,
         watch: &AbortWatch,
         body_done: &dyn Fn() -> bool,
@@ -474,7 +586,7 @@ impl State<'_> {
     /// gets a final SIGKILL.
     fn finish(
         &mut self,
-        child: &mut Child,
+        child: &mut Process,
         end: End,
         watch: &AbortWatch,
         buf: &mut [u8],
@@ -506,7 +618,7 @@ impl State<'_> {
     /// or `give_up` (asked at most once per tick) says to stop waiting.
     fn wait(
         &mut self,
-        child: &mut Child,
+        child: &mut Process,
         buf: &mut [u8],
         give_up: impl Fn(&Self) -> bool,
     ) -> Option<ExitStatus> {

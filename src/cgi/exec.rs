@@ -11,11 +11,9 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -44,6 +42,8 @@ pub struct CgiConfig {
 /// Runs a CGI program for each request.
 pub struct CgiProgram {
     cfg: CgiConfig,
+    /// The fixed program's absolute path (found in PATH if it has no `/`).
+    program_path: Option<PathBuf>,
     root: Option<PathBuf>,
     base_env: Vec<(OsString, OsString)>,
     running: Mutex<HashSet<u32>>,
@@ -67,8 +67,13 @@ impl CgiProgram {
             })?),
             None => None,
         };
+        let program_path = match &cfg.program {
+            Some((p, _)) => Some(locate(Path::new(p))?),
+            None => None,
+        };
         Ok(CgiProgram {
             cfg,
+            program_path,
             root,
             base_env: std::env::vars_os().collect(),
             running: Mutex::new(HashSet::new()),
@@ -186,22 +191,41 @@ impl CgiProgram {
         args: &[OsString],
         dir: Option<&Path>,
         env: Vec<(OsString, OsString)>,
-    ) -> io::Result<Child> {
-        let mut cmd = Command::new(prog);
-        cmd.args(args)
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        if let Some(d) = dir {
-            cmd.current_dir(d);
-        }
-        let child = cmd.spawn()?;
+    ) -> io::Result<child::Process> {
+        // The fixed program as found at start-up; a script as named (its
+        // path is absolute: `check_script`).
+        let exe = self.program_path.as_deref().unwrap_or(prog);
+        let child = child::spawn(exe, prog, args, env, dir)?;
         lock(&self.running).insert(child.id());
         Ok(child)
     }
+}
+
+/// The absolute path of the fixed PROGRAM: a name without a `/` is looked
+/// up in our PATH (as a shell would), once; a relative path is taken from
+/// our working directory, as `--chdir` changes only the program's.
+fn locate(program: &Path) -> io::Result<PathBuf> {
+    if program.is_absolute() {
+        return Ok(program.to_path_buf());
+    }
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return Ok(std::env::current_dir()?.join(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file() && sys::is_executable(p))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "PROGRAM {program:?} is not an executable file in any \
+                     directory of PATH ({})",
+                    path.to_string_lossy()
+                ),
+            )
+        })
 }
 
 /// Writes a short plain-text error page.

@@ -13,7 +13,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cgi_program::{fixture, fixture_str, open_fds};
+use crate::cgi_program::{
+    fixture, fixture_str, open_fds, signal_masks, SIGPIPE_BIT,
+};
 use crate::util::{
     bin, compare_bytes, kill_group, pattern_bytes, show, CgiResponse, Server,
     Stream, TempDir,
@@ -436,6 +438,20 @@ fn cgi_mode_program_gets_no_fd_but_0_1_2() {
     let fds = open_fds(&String::from_utf8_lossy(&r.cgi().body));
     if fds != ["0", "1", "2"] {
         r.fail(&format!("the program's open fds: {fds:?}"));
+    }
+}
+
+#[test]
+fn cgi_mode_program_starts_with_no_signal_blocked_and_sigpipe_not_ignored() {
+    let r = run(&["--", &fixture_str("signals.cgi")], Input::Null, |c| {
+        c.env("GATEWAY_INTERFACE", "CGI/1.1")
+            .env("REQUEST_METHOD", "GET");
+    });
+    r.expect_code(0);
+    let page = String::from_utf8_lossy(&r.cgi().body).into_owned();
+    match signal_masks(&page) {
+        Some((0, ign)) if ign & SIGPIPE_BIT == 0 => {}
+        m => r.fail(&format!("signal masks (blocked, ignored): {m:x?}")),
     }
 }
 

@@ -350,6 +350,74 @@ fn fixed_program_is_served_over_tcp_too() {
 }
 
 #[test]
+fn program_name_without_a_slash_is_found_in_path() {
+    let dirs = format!("/nonexistent-dir:{}", fixture("").display());
+    let path = format!("{dirs}:{}", std::env::var("PATH").unwrap_or_default());
+    let work = TempDir::new();
+    // Run from elsewhere with --chdir: the lookup is in PATH, not in
+    // either working directory.
+    let srv = Launched::new(
+        &["--chdir", path_str(work.path()), "--", "env.cgi", "one"],
+        &[("PATH", &path)],
+    );
+    let mut c = srv.connect();
+    let r = get(&mut c, &[("REQUEST_METHOD", "GET")]);
+    expect_status(&c, &r, 200);
+    // argv[0] stays as given; the arguments follow it.
+    if lines_with(&r, "arg:") != ["one"] {
+        c.fail(&format!("arguments: {}", r.stdout_str()));
+    }
+}
+
+#[test]
+fn program_name_not_in_path_stops_the_launcher_at_start_up() {
+    let dir = TempDir::new();
+    let sock = format!("unix:{}", dir.join("s").display());
+    let srv = Server::start(dir, |c| {
+        c.args(["--bind", &sock, "--", "no-such-fcgi-launch-program"])
+            .env("PATH", "/nonexistent-a:/nonexistent-b");
+    });
+    let status = srv.expect_exit(LOG_TIMEOUT);
+    if status.code() != Some(2) {
+        srv.fail(&format!("want exit status 2, got {status:?}"));
+    }
+    let err = srv.stderr();
+    for want in ["no-such-fcgi-launch-program", "PATH", "/nonexistent-b"] {
+        if !err.contains(want) {
+            srv.fail(&format!("stderr does not name {want:?}"));
+        }
+    }
+}
+
+/// The `SigBlk` and `SigIgn` masks that `signals.cgi` printed.
+pub fn signal_masks(page: &str) -> Option<(u64, u64)> {
+    let mask = |name: &str| {
+        let line = page.lines().find(|l| l.starts_with(name))?;
+        u64::from_str_radix(line[name.len()..].trim(), 16).ok()
+    };
+    Some((mask("SigBlk:")?, mask("SigIgn:")?))
+}
+
+/// Bit of SIGPIPE (13) in a /proc signal mask.
+pub const SIGPIPE_BIT: u64 = 1 << 12;
+
+#[test]
+fn program_starts_with_no_signal_blocked_and_sigpipe_not_ignored() {
+    // The launcher ignores SIGPIPE and its workers change their signal
+    // masks; none of that may reach a program.
+    let srv = Server::unix(&["-w", "2", "--", &fixture_str("signals.cgi")]);
+    for _ in 0..3 {
+        let mut c = srv.connect();
+        let r = get(&mut c, &[("REQUEST_METHOD", "GET")]);
+        expect_status(&c, &r, 200);
+        match signal_masks(&r.stdout_str()) {
+            Some((0, ign)) if ign & SIGPIPE_BIT == 0 => {}
+            m => c.fail(&format!("signal masks (blocked, ignored): {m:x?}")),
+        }
+    }
+}
+
+#[test]
 fn script_filename_runs_that_script_in_its_own_directory() {
     let root = TempDir::new();
     let script = install("env.cgi", root.path(), "page.cgi", 0o755);
