@@ -39,6 +39,16 @@ const STDERR_LINE: usize = 4096;
 const COALESCE: Duration = Duration::from_micros(200);
 /// Size of the pipe reads and of the body chunks.
 const CHUNK: usize = 64 * 1024;
+/// Size of a run's first reads, until one fills it.
+const FIRST_CHUNK: usize = 4096;
+
+/// Grows `buf` to [`CHUNK`] when a read of `n` bytes filled it: more is
+/// coming. What it holds is kept.
+fn grow(buf: &mut Vec<u8>, n: usize) {
+    if n == buf.len() && n < CHUNK {
+        buf.resize(CHUNK, 0);
+    }
+}
 
 /// How the program's output ended, as far as the response goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,9 +217,9 @@ pub fn run(
         stderr: child.stderr.take(),
     };
     let watch = body.abort_watch();
-    // One buffer for the run, zeroed once: a bodiless request on a tiny
-    // program costs little more than its spawn.
-    let mut buf = vec![0u8; CHUNK];
+    // One buffer for the run, small until a read fills it: a bodiless
+    // request on a tiny program touches one page of it, not sixteen.
+    let mut buf = vec![0u8; FIRST_CHUNK];
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stop_feeding = AtomicBool::new(false);
@@ -252,7 +262,7 @@ pub fn run(
 fn feed_inline(
     body: &mut Body,
     stdin: Option<File>,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> Option<(File, Vec<u8>)> {
     let mut stdin = stdin;
     let mut nonblocking = false;
@@ -261,6 +271,7 @@ fn feed_inline(
             Ok(0) | Err(_) => return None,
             Ok(n) => n,
         };
+        grow(buf, n);
         let Some(w) = &mut stdin else { continue };
         // Only now: a request without a body (most) costs no fcntl.
         if !nonblocking {
@@ -406,7 +417,7 @@ impl State<'_> {
     }
 
     /// Reads what stderr has (it is readable); closes it at its end.
-    fn read_stderr(&mut self, buf: &mut [u8]) {
+    fn read_stderr(&mut self, buf: &mut Vec<u8>) {
         let Some(err) = &mut self.stderr else { return };
         let n = match err.read(buf) {
             Ok(n) => n,
@@ -422,6 +433,7 @@ impl State<'_> {
             return;
         }
         self.line.extend_from_slice(&buf[..n]);
+        grow(buf, n);
         while let Some(nl) = self.line.iter().position(|&c| c == b'\n') {
             let rest = self.line.split_off(nl + 1);
             let line = std::mem::replace(&mut self.line, rest);
@@ -454,7 +466,7 @@ impl State<'_> {
         resp: &mut Response,
         watch: &AbortWatch,
         body_done: &dyn Fn() -> bool,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
     ) -> (End, bool) {
         let mut head: Vec<u8> = Vec::new();
         let mut head_sent = false;
@@ -505,7 +517,10 @@ impl State<'_> {
                     continue;
                 }
                 Ok(0) => break (End::Eof, head_sent),
-                Ok(n) => n,
+                Ok(n) => {
+                    grow(buf, n);
+                    n
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break (End::Eof, head_sent),
             };
@@ -589,7 +604,7 @@ impl State<'_> {
         child: &mut Process,
         end: End,
         watch: &AbortWatch,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
     ) -> Option<ExitStatus> {
         let group = child.id();
         let mut status = None;
@@ -619,7 +634,7 @@ impl State<'_> {
     fn wait(
         &mut self,
         child: &mut Process,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
         give_up: impl Fn(&Self) -> bool,
     ) -> Option<ExitStatus> {
         // Readable when the program exits (Linux 5.3+); without it, short

@@ -1,14 +1,15 @@
 /*
  * cgi_latency: what a launcher in plain CGI mode adds to each request.
  *
- * Runs a CGI script RUNS times directly and RUNS times through a launcher
- * (LAUNCHER [ARGS...], started as a web server's CGI module would start
- * the script itself), interleaved: direct then launcher on even rounds,
- * the other way round on odd ones. Each run is timed from just before
- * posix_spawn to the return of waitpid, the response read to end of file
- * in between; that is the part of a request a CGI module waits for.
+ * Runs a CGI script directly and through each LAUNCHER (a program path,
+ * started as a web server's CGI module would start the script itself),
+ * RUNS rounds of one run each, interleaved: the order of the runs within
+ * a round rotates from round to round. Each run is timed from just
+ * before posix_spawn to the return of waitpid, the response read to end
+ * of file in between; that is the part of a request a CGI module waits
+ * for.
  *
- * Both get the environment Apache's mod_cgi gives a script for a
+ * All get the environment Apache's mod_cgi gives a script for a
  * `GET /NAME` (NAME the script's file name, the document root its
  * directory), stdin an empty pipe already closed by the writer, stdout a
  * pipe, stderr inherited. A run counts only if it exits 0 and its
@@ -16,9 +17,9 @@
  * error and the program exits 1 after printing.
  *
  * Build: gcc -O2 -o cgi_latency cgi_latency.c
- * Usage: cgi_latency RUNS SCRIPT LAUNCHER [ARGS...]
- * Prints medians and a line for scripts, times in ms:
- *   RESULT direct_ms=0.812 launcher_ms=1.301 added_ms=0.489 paired_ms=0.480 errors=0
+ * Usage: cgi_latency RUNS SCRIPT LAUNCHER [LAUNCHER...]
+ * Prints medians, then a line per launcher for scripts, times in ms:
+ *   RESULT launcher=/path direct_ms=0.812 launcher_ms=1.301 added_ms=0.489 paired_ms=0.480 errors=0
  * added_ms is the difference of the two medians, paired_ms the median of
  * the per-round differences.
  */
@@ -36,6 +37,7 @@
 
 #define WARMUP 20
 #define MAX_RUNS 100000
+#define MAX_LAUNCHERS 4
 
 static char *envp[40];
 
@@ -122,15 +124,16 @@ static double quantile(const double *v, int n, double q)
 static void report(const char *name, double *v, int n)
 {
     qsort(v, n, sizeof *v, cmp);
-    printf("  %-9s median %7.3f ms   p10 %7.3f   p90 %7.3f   min %7.3f\n",
+    printf("  %s\n      median %7.3f ms   p10 %7.3f   p90 %7.3f   min %7.3f\n",
            name, quantile(v, n, 0.5) * 1e3, quantile(v, n, 0.1) * 1e3,
            quantile(v, n, 0.9) * 1e3, v[0] * 1e3);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 4) {
-        fprintf(stderr, "usage: cgi_latency RUNS SCRIPT LAUNCHER [ARGS...]\n");
+    if (argc < 4 || argc - 3 > MAX_LAUNCHERS) {
+        fprintf(stderr, "usage: cgi_latency RUNS SCRIPT LAUNCHER [LAUNCHER...] "
+                        "(at most %d)\n", MAX_LAUNCHERS);
         return 2;
     }
     int runs = atoi(argv[1]);
@@ -185,57 +188,70 @@ int main(int argc, char **argv)
     };
     memcpy(envp, env, sizeof env);
 
-    char *direct[] = {script, NULL};
-    char **launcher = argv + 3;
-    double *a = calloc(runs, sizeof *a);
-    double *b = calloc(runs, sizeof *b);
-    double *d = calloc(runs, sizeof *d);
-    if (!a || !b || !d) {
-        perror("cgi_latency");
-        return 1;
+    /* argv of each contender: 0 is the script itself, then the launchers. */
+    int n = argc - 2;
+    char *cmd[1 + MAX_LAUNCHERS][2];
+    double *t[1 + MAX_LAUNCHERS], *d[1 + MAX_LAUNCHERS];
+    for (int k = 0; k < n; k++) {
+        cmd[k][0] = k == 0 ? script : argv[2 + k];
+        cmd[k][1] = NULL;
+        t[k] = calloc(runs, sizeof *t[k]);
+        d[k] = calloc(runs, sizeof *d[k]);
+        if (!t[k] || !d[k]) {
+            perror("cgi_latency");
+            return 1;
+        }
     }
     int errors = 0;
     for (int i = 0; i < WARMUP; i++)
-        if (run_once(direct) < 0 || run_once(launcher) < 0)
-            errors++;
+        for (int k = 0; k < n; k++)
+            if (run_once(cmd[k]) < 0)
+                errors++;
     if (errors) {
         fprintf(stderr, "cgi_latency: the warm-up runs failed\n");
         return 1;
     }
     for (int i = 0; i < runs; i++) {
-        double x, y;
-        if (i % 2 == 0) {
-            x = run_once(direct);
-            y = run_once(launcher);
-        } else {
-            y = run_once(launcher);
-            x = run_once(direct);
+        double x[1 + MAX_LAUNCHERS];
+        int failed = 0;
+        for (int j = 0; j < n; j++) {
+            int k = (i + j) % n;
+            x[k] = run_once(cmd[k]);
+            if (x[k] < 0)
+                failed = 1;
         }
-        if (x < 0 || y < 0) {
+        if (failed) {
             errors++;
             if (errors > 10)
                 break;
             i--;
             continue;
         }
-        a[i] = x;
-        b[i] = y;
-        d[i] = y - x;
+        for (int k = 0; k < n; k++) {
+            t[k][i] = x[k];
+            d[k][i] = x[k] - x[0];
+        }
     }
     if (errors > 10) {
         fprintf(stderr, "cgi_latency: too many failed runs\n");
         return 1;
     }
-    printf("cgi_latency: %d runs each, interleaved\n", runs);
-    report("direct", a, runs);
-    report("launcher", b, runs);
-    qsort(d, runs, sizeof *d, cmp);
-    double ma = quantile(a, runs, 0.5), mb = quantile(b, runs, 0.5);
-    double md = quantile(d, runs, 0.5);
-    printf("  added     %7.3f ms (difference of the medians); "
-           "median of the per-round differences %.3f ms\n",
-           (mb - ma) * 1e3, md * 1e3);
-    printf("RESULT direct_ms=%.3f launcher_ms=%.3f added_ms=%.3f paired_ms=%.3f errors=%d\n",
-           ma * 1e3, mb * 1e3, (mb - ma) * 1e3, md * 1e3, errors);
+    printf("cgi_latency: %d rounds, each one run of the script directly and "
+           "one through each launcher, interleaved\n", runs);
+    report("direct", t[0], runs);
+    double direct = quantile(t[0], runs, 0.5);
+    for (int k = 1; k < n; k++) {
+        report(cmd[k][0], t[k], runs);
+        qsort(d[k], runs, sizeof *d[k], cmp);
+        double m = quantile(t[k], runs, 0.5), md = quantile(d[k], runs, 0.5);
+        printf("    added %.3f ms (difference of the medians); median of the "
+               "per-round differences %.3f ms\n", (m - direct) * 1e3, md * 1e3);
+    }
+    for (int k = 1; k < n; k++) {
+        double m = quantile(t[k], runs, 0.5), md = quantile(d[k], runs, 0.5);
+        printf("RESULT launcher=%s direct_ms=%.3f launcher_ms=%.3f added_ms=%.3f "
+               "paired_ms=%.3f errors=%d\n", cmd[k][0], direct * 1e3, m * 1e3,
+               (m - direct) * 1e3, md * 1e3, errors);
+    }
     return errors ? 1 : 0;
 }
