@@ -112,9 +112,9 @@ impl Listener {
                     .collect();
                 let sock = TcpListener::bind(&addrs[..])
                     .map_err(|e| Error::io(what(), e))?;
-                sock.set_nonblocking(true)
-                    .map_err(|e| Error::io(what(), e))?;
-                Ok(Listener::Tcp(sock))
+                let l = Listener::Tcp(sock);
+                l.prepare().map_err(|e| Error::io(what(), e))?;
+                Ok(l)
             }
         }
     }
@@ -136,26 +136,67 @@ impl Listener {
         } else {
             Listener::Tcp(TcpListener::from(owned))
         };
-        l.set_nonblocking().map_err(|e| Error::io(what(), e))?;
+        l.prepare().map_err(|e| Error::io(what(), e))?;
         Ok(l)
     }
 
-    fn set_nonblocking(&self) -> io::Result<()> {
-        match self {
-            Listener::Unix { sock, .. } => sock.set_nonblocking(true),
-            Listener::Tcp(sock) => sock.set_nonblocking(true),
+    /// Puts the socket in blocking mode with a receive timeout of
+    /// [`WAIT_SLICE`], which bounds every wait in `accept` (see
+    /// [`Listener::accept_within`]; [`Listener::accept`] does not wait).
+    fn prepare(&self) -> io::Result<()> {
+        let fd = self.as_raw_fd();
+        sys::set_nonblocking(fd, false)?;
+        sys::set_recv_timeout(fd, WAIT_SLICE)
+    }
+
+    /// Accepts one connection if one is waiting, without waiting; None if
+    /// none is (another process sharing the socket took it, say).
+    pub fn accept(&self, timeout: Duration) -> io::Result<Option<Stream>> {
+        match sys::accept_now(self.as_raw_fd()) {
+            Ok(fd) => self.stream(fd, timeout).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// Accepts one connection if one is waiting; None if none is.
-    pub fn accept(&self, timeout: Duration) -> io::Result<Option<Stream>> {
-        let fd = match sys::accept(self.as_raw_fd()) {
-            Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Ok(None)
+    /// Accepts one connection, waiting up to `wait` (one slice at least)
+    /// for it in `accept` itself; None if none came, or if a kick (see
+    /// `server`) ended the wait. No other thread of ours may be in
+    /// [`Listener::accept`] meanwhile (it makes the socket non-blocking
+    /// for a moment).
+    ///
+    /// The wait is in slices of [`WAIT_SLICE`] (the socket's receive
+    /// timeout): a kick that lands just before a slice's `accept` starts,
+    /// and so does not interrupt it, is seen when the slice ends.
+    pub fn accept_within(
+        &self,
+        timeout: Duration,
+        wait: Duration,
+    ) -> io::Result<Option<Stream>> {
+        let slices = wait.as_nanos().div_ceil(WAIT_SLICE.as_nanos()).max(1);
+        let mut accepted = None;
+        for _ in 0..slices {
+            if sys::kick_pending() {
+                break;
             }
-            Err(e) => return Err(e),
-        };
+            match sys::accept(self.as_raw_fd()) {
+                Ok(fd) => {
+                    accepted = Some(fd);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
+                Err(e) => return Err(e),
+            }
+        }
+        match accepted {
+            Some(fd) => self.stream(fd, timeout).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// An accepted connection, with waits bounded by `timeout`.
+    fn stream(&self, fd: OwnedFd, timeout: Duration) -> io::Result<Stream> {
         let (inner, peer, ip) = match self {
             Listener::Unix { .. } => {
                 (Inner::Unix(UnixStream::from(fd)), String::new(), None)
@@ -167,13 +208,13 @@ impl Listener {
                 (Inner::Tcp(s), addr.to_string(), Some(addr.ip()))
             }
         };
-        Ok(Some(Stream {
+        Ok(Stream {
             inner,
             peer,
             ip,
             timeout,
             recv_timeout: AtomicU64::new(0),
-        }))
+        })
     }
 
     /// Removes our socket file now (at shutdown, so new clients are
@@ -260,7 +301,7 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener> {
                 Error::io(format!("setting mode {mode:o} on {path:?}"), e)
             })?;
     }
-    l.set_nonblocking().map_err(|e| Error::io(what(), e))?;
+    l.prepare().map_err(|e| Error::io(what(), e))?;
     Ok(l)
 }
 

@@ -119,9 +119,26 @@ struct Shared {
     busy: AtomicUsize,
     /// Workers waiting for an event.
     idle: AtomicUsize,
+    /// Workers on accept duty (see [`take_duty`]).
+    duty: AtomicUsize,
+    /// Connections in the table, waiting for their next bytes.
+    parked: AtomicUsize,
     lanes: Vec<Lane>,
+    /// Per listener, parallel to `listeners`.
+    listen: Vec<Mutex<Listening>>,
     last_sweep: Mutex<Instant>,
     stop_write: OwnedFd,
+}
+
+/// Who accepts on a listener: the epoll waiters, or the workers on accept
+/// duty (see [`take_duty`]), never both. Changed under its lock together
+/// with `Shared::duty`.
+#[derive(Default)]
+struct Listening {
+    /// In the epoll set (armed, or fired and not yet rearmed).
+    registered: bool,
+    /// A worker that got its event is accepting (and will rearm it).
+    taken: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,6 +167,7 @@ pub fn serve(
             .map_err(what)?;
         log::info!("listening on {l}");
     }
+    let n_listeners = listeners.len();
     let capacity = Capacity {
         max_conns: cfg.max_conns,
         max_reqs: cfg.max_conns,
@@ -166,10 +184,20 @@ pub fn serve(
         listening_paused: AtomicBool::new(false),
         busy: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
+        duty: AtomicUsize::new(0),
+        parked: AtomicUsize::new(0),
         lanes: (0..cfg.workers)
             .map(|_| Lane {
                 state: AtomicU8::new(FREE),
                 thread: OnceLock::new(),
+            })
+            .collect(),
+        listen: (0..n_listeners)
+            .map(|_| {
+                Mutex::new(Listening {
+                    registered: true,
+                    ..Listening::default()
+                })
             })
             .collect(),
         last_sweep: Mutex::new(Instant::now()),
@@ -256,8 +284,12 @@ fn stop(sh: &Shared) {
         sh.cfg.grace.as_secs()
     );
     sh.stopping.store(true, Ordering::SeqCst);
-    for l in &sh.listeners {
-        let _ = sh.poller.remove(l.as_raw_fd());
+    for (l, state) in sh.listeners.iter().zip(&sh.listen) {
+        let mut state = lock(state);
+        if std::mem::take(&mut state.registered) {
+            let _ = sh.poller.remove(l.as_raw_fd());
+        }
+        drop(state);
         l.unlink();
     }
     sys::write_byte(sh.stop_write.as_raw_fd(), 0);
@@ -272,6 +304,7 @@ fn stop(sh: &Shared) {
         .filter(|(_, s)| s.entry.as_ref().is_some_and(|e| e.since.is_none()))
         .map(|(i, s)| {
             s.entry = None;
+            sh.parked.fetch_sub(1, Ordering::SeqCst);
             i
         })
         .collect();
@@ -297,6 +330,13 @@ fn worker(sh: &Shared, me: usize) {
         // Runs at most once per SWEEP_EVERY across all workers; called on
         // every turn because trickling clients keep the workers busy.
         sweep(sh);
+        if take_duty(sh) {
+            on_duty(sh, me);
+            continue;
+        }
+        // No duty: a parked connection (or more than one listener) needs
+        // watching, or the server is stopping or at --max-conns.
+        listen_through_epoll(sh);
         sh.idle.fetch_add(1, Ordering::SeqCst);
         let waited = sh.poller.wait_one(Some(SWEEP_EVERY));
         let left = sh.idle.fetch_sub(1, Ordering::SeqCst) - 1;
@@ -328,13 +368,122 @@ fn worker(sh: &Shared, me: usize) {
     }
 }
 
-/// Accepts one connection and serves it at once (its request is most
-/// likely already there); another worker meanwhile accepts the next.
+/// Accepts one connection on listener `i`, whose event this worker got,
+/// and serves it at once (its request is most likely already there);
+/// another worker meanwhile accepts the next.
 fn accept(sh: &Shared, me: usize, i: usize) {
     let Some(listener) = sh.listeners.get(i) else {
         return;
     };
-    let stream = match listener.accept(sh.cfg.io_timeout) {
+    {
+        let mut state = lock(&sh.listen[i]);
+        if sh.duty.load(Ordering::SeqCst) > 0 || !state.registered {
+            // An event from before the listener left the epoll set.
+            return;
+        }
+        state.taken = true;
+    }
+    let stream = admit(sh, listener, listener.accept(sh.cfg.io_timeout));
+    {
+        let mut state = lock(&sh.listen[i]);
+        state.taken = false;
+        relisten(sh, i, &mut state);
+    }
+    if let Some(stream) = stream {
+        serve_new(sh, me, stream);
+    }
+}
+
+/// Whether to take accept duty: to wait for a connection in `accept`
+/// itself, as a thread-per-connection server does, which wakes a worker
+/// sooner than an event does (measured: `tests/bench/README.md`). Every
+/// worker that would wait for events may, while no connection is parked
+/// and there is one listener: then there is nothing to watch but the
+/// listener, and the stop pipe (stopping kicks every worker out of its
+/// wait). The listener leaves the epoll set while any worker is on duty.
+///
+/// A connection parked meanwhile kicks a worker on duty back to waiting
+/// for events ([`park`]); a worker on duty is kicked as a lingering one
+/// is ([`linger`]), and does what a waiter for events does when it takes
+/// work as the last one ([`on_duty`]).
+fn take_duty(sh: &Shared) -> bool {
+    if sh.listeners.len() != 1
+        || sh.parked.load(Ordering::SeqCst) != 0
+        || sh.stopping.load(Ordering::SeqCst)
+        || sh.listening_paused.load(Ordering::SeqCst)
+    {
+        return false;
+    }
+    let mut state = lock(&sh.listen[0]);
+    let duty = sh.duty.load(Ordering::SeqCst);
+    // Each worker on duty takes at most one connection.
+    let room = sh.conns.load(Ordering::SeqCst) + duty < sh.cfg.max_conns;
+    if state.taken || !room || sh.stopping.load(Ordering::SeqCst) {
+        return false;
+    }
+    if state.registered {
+        if let Err(e) = sh.poller.remove(sh.listeners[0].as_raw_fd()) {
+            log::error!("watching {}: {e}", sh.listeners[0]);
+            return false;
+        }
+        state.registered = false;
+    }
+    sh.duty.fetch_add(1, Ordering::SeqCst);
+    true
+}
+
+/// Accept duty (see [`take_duty`]): waits in `accept` for a connection
+/// up to [`LINGER`], leaves duty, and serves the connection if one came.
+fn on_duty(sh: &Shared, me: usize) {
+    let listener = &sh.listeners[0];
+    let (got, _) = linger(
+        sh,
+        me,
+        || sh.parked.load(Ordering::SeqCst) == 0,
+        |may| match may {
+            true => listener.accept_within(sh.cfg.io_timeout, LINGER),
+            false => Ok(None),
+        },
+    );
+    // Counted before it leaves duty, so the --max-conns check in
+    // `take_duty` never misses it. The listener stays out of the epoll
+    // set until a worker waits there ([`listen_through_epoll`]): the next
+    // worker done with its request most likely takes duty again.
+    let stream = admit(sh, listener, got);
+    let left = {
+        let _state = lock(&sh.listen[0]);
+        sh.duty.fetch_sub(1, Ordering::SeqCst) - 1
+    };
+    let Some(stream) = stream else {
+        return;
+    };
+    if left == 0 && sh.idle.load(Ordering::SeqCst) == 0 {
+        // Nobody is left to take new work: a worker lingering on a quiet
+        // connection goes back to waiting instead.
+        kick_one(sh);
+    }
+    serve_new(sh, me, stream);
+}
+
+/// Puts the listeners that accept duty took out back in the epoll set,
+/// before this worker waits there, unless a worker is on duty again.
+fn listen_through_epoll(sh: &Shared) {
+    for (i, state) in sh.listen.iter().enumerate() {
+        let mut state = lock(state);
+        if !state.registered && !state.taken {
+            relisten(sh, i, &mut state);
+        }
+    }
+}
+
+/// What `accept` gave: a connection, counted in `conns`, or None (the
+/// reason logged), so that the caller lets the listener take the next.
+fn admit(
+    sh: &Shared,
+    listener: &Listener,
+    got: std::io::Result<Option<Stream>>,
+) -> Option<Stream> {
+    let stream = match got {
         Ok(s) => s,
         Err(e) if sys::is_resource_shortage(&e) => {
             log::error!("accepting on {listener}: {e}");
@@ -358,25 +507,33 @@ fn accept(sh: &Shared, me: usize, i: usize) {
     if stream.is_some() {
         sh.conns.fetch_add(1, Ordering::SeqCst);
     }
-    if !sh.stopping.load(Ordering::SeqCst) {
-        if sh.conns.load(Ordering::SeqCst) < sh.cfg.max_conns {
-            rearm_listener(sh, i);
-        } else if !sh.listening_paused.swap(true, Ordering::SeqCst) {
-            log::warn!(
-                "{} connections open (--max-conns): new ones wait in the backlog",
-                sh.cfg.max_conns
-            );
-            // A connection may have closed since the count was read.
-            if sh.conns.load(Ordering::SeqCst) < sh.cfg.max_conns
-                && sh.listening_paused.swap(false, Ordering::SeqCst)
-            {
-                rearm_listener(sh, i);
-            }
+    stream
+}
+
+/// Lets listener `i` (its state locked: `state`) take the next
+/// connection through the epoll set, or pauses it at `--max-conns`.
+fn relisten(sh: &Shared, i: usize, state: &mut Listening) {
+    if sh.stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    if sh.conns.load(Ordering::SeqCst) < sh.cfg.max_conns {
+        watch_listener(sh, i, state);
+    } else if !sh.listening_paused.swap(true, Ordering::SeqCst) {
+        log::warn!(
+            "{} connections open (--max-conns): new ones wait in the backlog",
+            sh.cfg.max_conns
+        );
+        // A connection may have closed since the count was read.
+        if sh.conns.load(Ordering::SeqCst) < sh.cfg.max_conns
+            && sh.listening_paused.swap(false, Ordering::SeqCst)
+        {
+            watch_listener(sh, i, state);
         }
     }
-    let Some(stream) = stream else {
-        return;
-    };
+}
+
+/// Serves a connection just accepted.
+fn serve_new(sh: &Shared, me: usize, stream: Stream) {
     log::debug!("{}: connection accepted", stream.peer());
     let stream = Arc::new(stream);
     let conn = Conn::new(stream.clone(), sh.cfg.limits, sh.capacity);
@@ -405,13 +562,25 @@ pub fn allowed(allow: &[IpAddr], ip: IpAddr) -> bool {
     allow.iter().any(|a| canon(*a) == canon(ip))
 }
 
-fn rearm_listener(sh: &Shared, i: usize) {
-    if let Some(l) = sh.listeners.get(i) {
-        if let Err(e) =
-            sh.poller.rearm(l.as_raw_fd(), LISTENER_TOKEN + i as u64)
-        {
-            log::error!("watching {l}: {e}");
-        }
+/// Arms listener `i` (its state locked: `state`) in the epoll set again,
+/// or registers it if accept duty took it out; not while a worker is on
+/// duty or the server is stopping.
+fn watch_listener(sh: &Shared, i: usize, state: &mut Listening) {
+    let Some(l) = sh.listeners.get(i) else {
+        return;
+    };
+    if sh.stopping.load(Ordering::SeqCst) || sh.duty.load(Ordering::SeqCst) > 0
+    {
+        return;
+    }
+    let (fd, token) = (l.as_raw_fd(), LISTENER_TOKEN + i as u64);
+    let done = match state.registered {
+        true => sh.poller.rearm(fd, token),
+        false => sh.poller.add_oneshot(fd, token),
+    };
+    match done {
+        Ok(()) => state.registered = true,
+        Err(e) => log::error!("watching {l}: {e}"),
     }
 }
 
@@ -512,7 +681,11 @@ fn next_request(
         return entry.conn.advance(Fill::Now);
     }
     let wait = LINGER.min(sh.cfg.io_timeout);
-    let (progress, kicked) = linger(sh, me, |may| {
+    let others_take_work = || {
+        sh.idle.load(Ordering::SeqCst) > 0
+            || sh.duty.load(Ordering::SeqCst) > 0
+    };
+    let (progress, kicked) = linger(sh, me, others_take_work, |may| {
         let fill = if may && quiet(sh, slot, entry) {
             Fill::Within(wait)
         } else {
@@ -542,32 +715,37 @@ fn worth_lingering(sh: &Shared, entry: &Entry) -> bool {
     entry.served == 0 || sh.conns.load(Ordering::SeqCst) <= sh.cfg.workers
 }
 
-/// Runs `read` as a linger on a connection with no request in hand:
-/// `read(true)` may wait up to [`LINGER`] in the read itself for the
-/// connection's next bytes, `read(false)` must not wait.
+/// Runs `read` as a wait that another worker may cut short with a kick:
+/// `read(true)` may wait (up to [`LINGER`]) in a read or an `accept`
+/// itself, `read(false)` must not wait. It may wait if `may_wait`, asked
+/// once the kick can reach it, says so, and the server is not stopping.
+/// Also returns whether the worker was kicked.
 ///
-/// After a response the next request on a kept connection is usually a
-/// moment away, and so are a new connection's first bytes. Waiting for
-/// them in the read serves them with no system call but the read, on the
-/// same warm thread, as a thread-per-connection server does. Parking
-/// instead costs a wake-up through epoll, often of a second thread.
+/// This is a linger on a connection with no request in hand (see
+/// [`next_request`]), or accept duty ([`on_duty`]). After a response the
+/// next request on a kept connection is usually a moment away, and so are
+/// a new connection's first bytes. Waiting for them in the read serves
+/// them with no system call but the read, on the same warm thread, as a
+/// thread-per-connection server does. Parking instead costs a wake-up
+/// through epoll, often of a second thread.
 ///
-/// A worker lingers only while another worker is waiting for events, so
-/// other work is still taken at once; and the worker that takes it, if
-/// it was the last one waiting, kicks a lingering one ([`kick_one`]),
-/// whose read then ends (EINTR) and which parks its connection and goes
-/// back to waiting. The lane state is set before `idle` is read, and a
-/// kicker lowers `idle` before it reads the lanes (all sequentially
-/// consistent), so one of the two always sees the other.
+/// A worker lingers on a connection only while another worker waits for
+/// events or is on accept duty, so other work is still taken at once;
+/// and the worker that takes it, if it was the last one waiting, kicks a
+/// lingering one ([`kick_one`]), whose read then ends (EINTR) and which
+/// parks its connection and goes back to waiting. The lane state is set
+/// before `may_wait` reads the counts, and a kicker changes the counts
+/// before it reads the lanes (all sequentially consistent), so one of
+/// the two always sees the other.
 fn linger<T>(
     sh: &Shared,
     me: usize,
+    may_wait: impl FnOnce() -> bool,
     read: impl FnOnce(bool) -> T,
 ) -> (T, bool) {
     let lane = Lingering(&sh.lanes[me]);
     lane.0.state.store(LINGERING, Ordering::SeqCst);
-    let may = !sh.stopping.load(Ordering::SeqCst)
-        && sh.idle.load(Ordering::SeqCst) > 0;
+    let may = !sh.stopping.load(Ordering::SeqCst) && may_wait();
     let out = read(may);
     (out, lane.end())
 }
@@ -708,6 +886,15 @@ fn park(
         return Some((index, entry));
     }
     s.entry = Some(entry);
+    drop(slots);
+    sh.parked.fetch_add(1, Ordering::SeqCst);
+    if sh.idle.load(Ordering::SeqCst) == 0
+        && sh.duty.load(Ordering::SeqCst) > 0
+    {
+        // Nobody watches the epoll set, where the connection now waits:
+        // a worker on accept duty (or lingering) goes back to it.
+        kick_one(sh);
+    }
     None
 }
 
@@ -742,7 +929,10 @@ fn take(sh: &Shared, token: u64) -> Option<(usize, Entry)> {
         return None;
     }
     match s.entry.take() {
-        Some(e) => Some((index, e)),
+        Some(e) => {
+            sh.parked.fetch_sub(1, Ordering::SeqCst);
+            Some((index, e))
+        }
         None => {
             s.notified = true;
             None
@@ -768,7 +958,7 @@ fn close(sh: &Shared, slot: Option<usize>) {
         && !sh.stopping.load(Ordering::SeqCst)
     {
         for i in 0..sh.listeners.len() {
-            rearm_listener(sh, i);
+            watch_listener(sh, i, &mut lock(&sh.listen[i]));
         }
     }
 }
@@ -797,6 +987,7 @@ fn sweep(sh: &Shared) {
                 .is_some_and(|t| t.elapsed() > limit);
             if stale {
                 if let Some(e) = s.entry.take() {
+                    sh.parked.fetch_sub(1, Ordering::SeqCst);
                     expired.push((i, e));
                 }
             }

@@ -160,25 +160,38 @@ pub fn ensure_std_fds() -> io::Result<()> {
 
 /// Accepts a connection on listening socket `fd`, close-on-exec and in
 /// blocking mode: each read and write on it says whether it may wait
-/// ([`recv`], [`send`]), so a wait can be done in the read itself.
+/// ([`recv`], [`send`]), so a wait can be done in the read itself. A
+/// signal that interrupts the wait is reported (`Interrupted`), not
+/// retried.
 pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
-    loop {
-        // SAFETY: null address buffers are allowed; the flags are valid.
-        let r = unsafe {
-            libc::accept4(
-                fd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC,
-            )
-        };
-        match syscall!(r) {
-            // SAFETY: accept4 returned a new fd that nobody else owns.
-            Ok(new) => return Ok(unsafe { OwnedFd::from_raw_fd(new) }),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    // SAFETY: null address buffers are allowed; the flags are valid.
+    let r = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
+    let new = syscall!(r)?;
+    // SAFETY: accept4 returned a new fd that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Accepts a connection on listening socket `fd` (in blocking mode) if
+/// one is waiting, without waiting: `WouldBlock` if none is. The socket
+/// is non-blocking for just this call (FIONBIO; no other thread of ours
+/// waits on it meanwhile), so a connection that another process sharing
+/// the socket took first costs no wait.
+pub fn accept_now(fd: RawFd) -> io::Result<OwnedFd> {
+    let set = |on: libc::c_int| {
+        // SAFETY: FIONBIO reads one int we own.
+        syscall!(unsafe { libc::ioctl(fd, libc::FIONBIO, &on) })
+    };
+    set(1)?;
+    let r = accept(fd);
+    set(0)?;
+    r
 }
 
 /// Receives into `buf` from socket `fd`. Without `wait`, `WouldBlock` if
