@@ -775,8 +775,10 @@ pub fn cloexec_inherited_fds() -> io::Result<()> {
 /// (`CLONE_VM | CLONE_VFORK`), so a spawn costs no copy of our page tables
 /// whatever our size, and an exec failure (ENOENT, EACCES, ENOEXEC) comes
 /// back as this call's error. The child gets an empty signal mask, the
-/// default action for SIGPIPE (which we ignore) and for every signal we
-/// handle, and none of our fds but `stdio` (all of ours are close-on-exec).
+/// default action for every signal (SIGPIPE, which we ignore, and any
+/// our parent left ignored, included; glibc leaves its two internal ones,
+/// 32 and 33, ignored), and none of our fds but `stdio` (all of ours are
+/// close-on-exec).
 pub fn spawn(
     program: &CStr,
     argv: &[CString],
@@ -833,11 +835,10 @@ pub fn spawn(
     unsafe {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
-        let mut pipe: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut pipe);
-        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
         spawn_call(libc::posix_spawnattr_setsigmask(&mut attr.0, &none))?;
-        spawn_call(libc::posix_spawnattr_setsigdefault(&mut attr.0, &pipe))?;
+        spawn_call(libc::posix_spawnattr_setsigdefault(&mut attr.0, &all))?;
         spawn_call(libc::posix_spawnattr_setpgroup(&mut attr.0, 0))?;
         let flags = libc::POSIX_SPAWN_SETPGROUP
             | libc::POSIX_SPAWN_SETSIGMASK

@@ -68,7 +68,7 @@ impl CgiProgram {
             None => None,
         };
         let program_path = match &cfg.program {
-            Some((p, _)) => Some(locate(Path::new(p))?),
+            Some((p, _)) => Some(locate(Path::new(p), cfg.chdir.as_deref())?),
             None => None,
         };
         Ok(CgiProgram {
@@ -201,20 +201,29 @@ impl CgiProgram {
     }
 }
 
-/// The absolute path of the fixed PROGRAM: a name without a `/` is looked
-/// up in our PATH (as a shell would), once; a relative path is taken from
-/// our working directory, as `--chdir` changes only the program's.
-fn locate(program: &Path) -> io::Result<PathBuf> {
+/// Where a PROGRAM without a `/` is looked for when our PATH is unset
+/// (glibc's `execvp` default).
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
+/// The absolute path of the fixed PROGRAM, found once, at start-up.
+///
+/// A relative path (with a `/`) is taken from the program's working
+/// directory, `--chdir DIR` if given, as `exec` after a `cd` would. A name
+/// without a `/` is looked up in our own PATH as a shell does (an empty
+/// entry is our working directory), whatever PATH the program gets; an
+/// error names the directories searched.
+fn locate(program: &Path, chdir: Option<&Path>) -> io::Result<PathBuf> {
     if program.is_absolute() {
         return Ok(program.to_path_buf());
     }
+    let cwd = std::env::current_dir()?;
     if program.as_os_str().as_bytes().contains(&b'/') {
-        return Ok(std::env::current_dir()?.join(program));
+        return Ok(cwd.join(chdir.unwrap_or(Path::new("."))).join(program));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| OsString::from(DEFAULT_PATH));
     std::env::split_paths(&path)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(program))
+        .map(|dir| cwd.join(dir).join(program))
         .find(|p| p.is_file() && sys::is_executable(p))
         .ok_or_else(|| {
             io::Error::new(
@@ -277,8 +286,10 @@ impl Handler for CgiProgram {
         let mut child = match self.spawn(&prog, &args, dir.as_deref(), env) {
             Ok(c) => c,
             Err(e) => {
+                let exe = self.program_path.as_deref().unwrap_or(&prog);
                 log::error!(
-                    "cannot run {name:?} (in {dir:?}): {e}; answered 502"
+                    "cannot run {:?} (in {dir:?}): {e}; answered 502",
+                    exe.display().to_string()
                 );
                 return error_page(
                     resp,
