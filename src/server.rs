@@ -15,6 +15,12 @@
 //! the work itself, rather than a watcher thread passing it on, saves a
 //! thread hop per request.
 //!
+//! While no connection is parked, idle workers wait in `accept` itself
+//! instead, with the listener out of the epoll set ("accept duty", see
+//! `take_duty`): a web server that opens a connection per request then
+//! costs `accept`, a read, a write and `close`, as with a
+//! thread-per-connection server.
+//!
 //! This module decides; it parses no bytes (see `fcgi::conn`) and calls no
 //! libc (see `sys`).
 
@@ -402,10 +408,11 @@ fn accept(sh: &Shared, me: usize, i: usize) {
 /// listener, and the stop pipe (stopping kicks every worker out of its
 /// wait). The listener leaves the epoll set while any worker is on duty.
 ///
-/// A connection parked meanwhile kicks a worker on duty back to waiting
-/// for events ([`park`]); a worker on duty is kicked as a lingering one
-/// is ([`linger`]), and does what a waiter for events does when it takes
-/// work as the last one ([`on_duty`]).
+/// A worker that parks a connection meanwhile goes to wait for events
+/// itself (a parked connection keeps it from duty); a worker on duty is
+/// kicked as a lingering one is ([`linger`]), so it comes back to the
+/// epoll set when the last waiter there takes work, and it does what
+/// such a waiter does when it takes work as the last one ([`on_duty`]).
 fn take_duty(sh: &Shared) -> bool {
     if sh.listeners.len() != 1
         || sh.parked.load(Ordering::SeqCst) != 0
@@ -887,14 +894,9 @@ fn park(
     }
     s.entry = Some(entry);
     drop(slots);
+    // The parking worker goes back to its loop, where a parked connection
+    // keeps it from accept duty: the epoll set is watched.
     sh.parked.fetch_add(1, Ordering::SeqCst);
-    if sh.idle.load(Ordering::SeqCst) == 0
-        && sh.duty.load(Ordering::SeqCst) > 0
-    {
-        // Nobody watches the epoll set, where the connection now waits:
-        // a worker on accept duty (or lingering) goes back to it.
-        kick_one(sh);
-    }
     None
 }
 
