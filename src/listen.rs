@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::fcgi::conn::Wire;
@@ -173,16 +173,28 @@ impl Listener {
         timeout: Duration,
         wait: Duration,
     ) -> io::Result<Option<Stream>> {
+        let fd = self.as_raw_fd();
         let slices = wait.as_nanos().div_ceil(WAIT_SLICE.as_nanos()).max(1);
         let mut accepted = None;
         for _ in 0..slices {
             if sys::kick_pending() {
                 break;
             }
-            match sys::accept(self.as_raw_fd()) {
-                Ok(fd) => {
-                    accepted = Some(fd);
+            let start = Instant::now();
+            match sys::accept(fd) {
+                Ok(new) => {
+                    accepted = Some(new);
                     break;
+                }
+                // Back at once: the socket is non-blocking after all (a
+                // process sharing it made it so). Wait in poll instead.
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && start.elapsed() < WAIT_SLICE / 2 =>
+                {
+                    if !sys::wait_readable_unless_signalled(fd, WAIT_SLICE)? {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => break,

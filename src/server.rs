@@ -342,8 +342,7 @@ fn worker(sh: &Shared, me: usize) {
         }
         // No duty: a parked connection (or more than one listener) needs
         // watching, or the server is stopping or at --max-conns.
-        listen_through_epoll(sh);
-        sh.idle.fetch_add(1, Ordering::SeqCst);
+        become_idle(sh);
         let waited = sh.poller.wait_one(Some(SWEEP_EVERY));
         let left = sh.idle.fetch_sub(1, Ordering::SeqCst) - 1;
         if left == 0 && matches!(waited, Ok(Some(t)) if t != STOP_TOKEN) {
@@ -443,7 +442,7 @@ fn take_duty(sh: &Shared) -> bool {
 /// up to [`LINGER`], leaves duty, and serves the connection if one came.
 fn on_duty(sh: &Shared, me: usize) {
     let listener = &sh.listeners[0];
-    let (got, _) = linger(
+    let (got, kicked) = linger(
         sh,
         me,
         || sh.parked.load(Ordering::SeqCst) == 0,
@@ -453,34 +452,46 @@ fn on_duty(sh: &Shared, me: usize) {
         },
     );
     // Counted before it leaves duty, so the --max-conns check in
-    // `take_duty` never misses it. The listener stays out of the epoll
-    // set until a worker waits there ([`listen_through_epoll`]): the next
-    // worker done with its request most likely takes duty again.
+    // `take_duty` never misses it.
     let stream = admit(sh, listener, got);
-    let left = {
-        let _state = lock(&sh.listen[0]);
-        sh.duty.fetch_sub(1, Ordering::SeqCst) - 1
+    let (left, idle) = {
+        let mut state = lock(&sh.listen[0]);
+        let left = sh.duty.fetch_sub(1, Ordering::SeqCst) - 1;
+        let idle = sh.idle.load(Ordering::SeqCst);
+        if left == 0 && idle > 0 {
+            // A worker waits for events: it takes the next connection.
+            // Otherwise the listener stays out of the epoll set until a
+            // worker waits there ([`become_idle`]): the next worker done
+            // with its request most likely takes duty again.
+            relisten(sh, 0, &mut state);
+        }
+        (left, idle)
     };
     let Some(stream) = stream else {
         return;
     };
-    if left == 0 && sh.idle.load(Ordering::SeqCst) == 0 {
-        // Nobody is left to take new work: a worker lingering on a quiet
-        // connection goes back to waiting instead.
+    if idle == 0 && (left == 0 || kicked) {
+        // Nobody is left to take new work (or the kick was meant for a
+        // worker that would wait for events): a worker lingering on a
+        // quiet connection goes back to waiting instead.
         kick_one(sh);
     }
     serve_new(sh, me, stream);
 }
 
-/// Puts the listeners that accept duty took out back in the epoll set,
-/// before this worker waits there, unless a worker is on duty again.
-fn listen_through_epoll(sh: &Shared) {
-    for (i, state) in sh.listen.iter().enumerate() {
-        let mut state = lock(state);
+/// Counts this worker in `idle` before it waits for events, and puts the
+/// listeners that accept duty took out back in the epoll set, unless a
+/// worker is still on duty: that one does it when it leaves and sees a
+/// worker waiting for events ([`on_duty`]). Both are done under the
+/// listeners' locks (in index order), so neither misses the other.
+fn become_idle(sh: &Shared) {
+    let mut states: Vec<_> = sh.listen.iter().map(|l| lock(l)).collect();
+    for (i, state) in states.iter_mut().enumerate() {
         if !state.registered && !state.taken {
-            relisten(sh, i, &mut state);
+            relisten(sh, i, state);
         }
     }
+    sh.idle.fetch_add(1, Ordering::SeqCst);
 }
 
 /// What `accept` gave: a connection, counted in `conns`, or None (the
@@ -892,11 +903,11 @@ fn park(
     if std::mem::take(&mut s.notified) {
         return Some((index, entry));
     }
-    s.entry = Some(entry);
-    drop(slots);
-    // The parking worker goes back to its loop, where a parked connection
-    // keeps it from accept duty: the epoll set is watched.
+    // Counted before it can be taken. The parking worker goes back to its
+    // loop, where a parked connection keeps it from accept duty: the
+    // epoll set is watched.
     sh.parked.fetch_add(1, Ordering::SeqCst);
+    s.entry = Some(entry);
     None
 }
 

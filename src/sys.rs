@@ -190,7 +190,9 @@ pub fn accept_now(fd: RawFd) -> io::Result<OwnedFd> {
     };
     set(1)?;
     let r = accept(fd);
-    set(0)?;
+    // A socket left non-blocking only makes accept duty wait in poll
+    // (see `listen`): not worth losing the connection over.
+    let _ = set(0);
     r
 }
 
@@ -301,6 +303,30 @@ pub fn poll_readable(
     timeout: Duration,
 ) -> io::Result<u32> {
     poll_fds(fds, libc::POLLIN, timeout)
+}
+
+/// Waits until `fd` is readable (or hung up), at most `timeout`: true if
+/// it is, or if the wait timed out; false if a signal ended the wait.
+pub fn wait_readable_unless_signalled(
+    fd: RawFd,
+    timeout: Duration,
+) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: one pollfd and one timespec we own, and no signal mask.
+    match syscall!(unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) })
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// ppoll(2) for up to four fds waiting for `events`, with a timeout finer

@@ -590,6 +590,46 @@ fn listening_unix_socket_on_fd0_is_served() {
     srv.assert_no_panic();
 }
 
+/// CPU seconds (user + system) process `pid` has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .expect("read /proc/PID/stat");
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    let ticks: f64 =
+        f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn inherited_socket_made_non_blocking_by_its_other_owner_does_not_spin() {
+    // spawn-fcgi -F and lighttpd's max-procs share one listening socket
+    // between processes; any of them may set O_NONBLOCK on it, for all.
+    let dir = TempDir::new();
+    let path = dir.join("s");
+    let listener = UnixListener::bind(&path).expect("bind unix socket");
+    let ours = listener.try_clone().expect("clone the listener");
+    let srv = start_on_fd0(
+        OwnedFd::from(listener),
+        &["--builtin", "hello", "-w", "2"],
+        &[],
+    );
+    let addr = Addr::Unix(path);
+    check_hello(&mut connect_srv(&srv, &addr), 1);
+    ours.set_nonblocking(true).expect("O_NONBLOCK");
+    let before = cpu_seconds(srv.pid());
+    thread::sleep(Duration::from_millis(1500));
+    let used = cpu_seconds(srv.pid()) - before;
+    // Idle, it wakes a few times a second; spinning would use ~3 s.
+    if used > 0.5 {
+        srv.fail(&format!("idle for 1.5 s, it used {used:.2} s of CPU"));
+    }
+    check_hello(&mut connect_srv(&srv, &addr), 1);
+    srv.assert_no_panic();
+}
+
 #[test]
 fn listening_tcp_socket_on_fd0_is_served() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");

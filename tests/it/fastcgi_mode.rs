@@ -1,13 +1,15 @@
 //! FastCGI mode: the protocol as seen by a web server, against the
 //! builtin handlers (`hello`, `echo`, `env`).
 
+use std::io::Read;
 use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::fcgi::{self, Padding};
 use crate::util::{
-    compare_bytes, pattern_bytes, show, Conn, Response, Server, EXIT_TIMEOUT,
+    compare_bytes, is_timeout, pattern_bytes, show, Conn, Response, Server,
+    EXIT_TIMEOUT,
 };
 
 /// The exact stdout of the `hello` builtin.
@@ -646,6 +648,95 @@ fn idle_keep_alive_connections_do_not_pin_workers() {
     for c in &mut idle {
         let r = c.request(2, &[], b"");
         check_hello(c, &r);
+    }
+    srv.assert_no_panic();
+}
+
+/// Longest a request on an idle server may take in the tests below. A
+/// request takes well under a millisecond; a worker waiting for events
+/// without the listener in its epoll set would answer a new connection
+/// only when its wait times out (0.5 s).
+const PROMPT: Duration = Duration::from_millis(250);
+
+/// One request on `c`; fails unless it is answered with the hello page
+/// within [`PROMPT`].
+fn prompt_hello(srv: &Server, c: &mut Conn, id: u16, what: &str) {
+    let t = Instant::now();
+    let r = c.request(id, &[], b"");
+    let took = t.elapsed();
+    check_hello(c, &r);
+    if took > PROMPT {
+        srv.fail(&format!("{what} was answered after {took:?}"));
+    }
+}
+
+#[test]
+fn new_connections_are_accepted_at_once_while_a_request_is_half_sent() {
+    // Both workers wait in accept. One takes a connection whose request
+    // stops halfway, parks it and waits for events; the other takes the
+    // next connection and waits on it for more. A third connection must
+    // still be taken at once: by the worker waiting for events, which
+    // needs the listener back in its epoll set for that.
+    let srv = Server::unix(&["--builtin", "hello", "-w", "2"]);
+    for round in 0..3u16 {
+        thread::sleep(Duration::from_millis(100));
+        let mut half = srv.connect();
+        half.begin_responder(1);
+        half.send_record(fcgi::PARAMS, 1, &fcgi::nv_pairs(&[("A", "1")]));
+        thread::sleep(Duration::from_millis(100));
+        let mut kept = srv.connect();
+        let what = format!("round {round}: a kept connection");
+        prompt_hello(&srv, &mut kept, 1, &what);
+        let mut fresh = srv.connect();
+        fresh.keep_conn = false;
+        let what = format!("round {round}: a new connection");
+        prompt_hello(&srv, &mut fresh, 1, &what);
+        half.send_record(fcgi::PARAMS, 1, &[]);
+        half.stdin(1, b"");
+        let r = half.read_response(1);
+        check_hello(&half, &r);
+    }
+    srv.assert_no_panic();
+}
+
+#[test]
+fn max_conns_is_held_and_waiting_connections_go_in_as_others_close() {
+    let srv =
+        Server::unix(&["--builtin", "hello", "-w", "2", "--max-conns", "2"]);
+    let mut open: Vec<Conn> = (0..2).map(|_| srv.connect()).collect();
+    for (i, c) in open.iter_mut().enumerate() {
+        prompt_hello(&srv, c, 1, &format!("connection {i}"));
+    }
+    // Two more wait in the backlog: no answer while two are open.
+    let mut waiting: Vec<Conn> = (0..2).map(|_| srv.connect()).collect();
+    for c in &mut waiting {
+        c.begin_responder(1);
+        c.params(1, &[]);
+        c.stdin(1, b"");
+    }
+    for c in &waiting {
+        let mut probe = c.stream().try_clone().expect("clone");
+        probe.set_read_timeout(Some(PROMPT)).expect("timeout");
+        match probe.read(&mut [0u8; 1]) {
+            Err(e) if is_timeout(&e) => {}
+            other => srv.fail(&format!(
+                "a connection past --max-conns 2 was answered: {other:?}"
+            )),
+        }
+        probe
+            .set_read_timeout(Some(CLOSE_TIMEOUT))
+            .expect("timeout");
+    }
+    // Closing the two lets both in, at once.
+    drop(open);
+    let t = Instant::now();
+    for c in &mut waiting {
+        let r = c.read_response(1);
+        check_hello(c, &r);
+    }
+    if t.elapsed() > PROMPT {
+        let took = t.elapsed();
+        srv.fail(&format!("the waiting connections went in after {took:?}"));
     }
     srv.assert_no_panic();
 }
