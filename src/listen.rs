@@ -192,7 +192,11 @@ impl Listener {
                     if e.kind() == io::ErrorKind::WouldBlock
                         && start.elapsed() < WAIT_SLICE / 2 =>
                 {
-                    if !sys::wait_readable_unless_signalled(fd, WAIT_SLICE)? {
+                    if sys::kick_pending()
+                        || !sys::wait_readable_unless_signalled(
+                            fd, WAIT_SLICE,
+                        )?
+                    {
                         break;
                     }
                 }

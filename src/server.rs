@@ -382,8 +382,17 @@ fn accept(sh: &Shared, me: usize, i: usize) {
     };
     {
         let mut state = lock(&sh.listen[i]);
-        if sh.duty.load(Ordering::SeqCst) > 0 || !state.registered {
-            // An event from before the listener left the epoll set.
+        if sh.duty.load(Ordering::SeqCst) > 0
+            || !state.registered
+            || state.taken
+        {
+            // An event from before the listener left the epoll set (it
+            // may be back in it since, and another worker accepting).
+            return;
+        }
+        if sh.conns.load(Ordering::SeqCst) >= sh.cfg.max_conns {
+            // Such a stale event, at --max-conns: pause instead.
+            relisten(sh, i, &mut state);
             return;
         }
         state.taken = true;
@@ -971,7 +980,8 @@ fn close(sh: &Shared, slot: Option<usize>) {
         && !sh.stopping.load(Ordering::SeqCst)
     {
         for i in 0..sh.listeners.len() {
-            watch_listener(sh, i, &mut lock(&sh.listen[i]));
+            // Paused again if the count is still at the limit.
+            relisten(sh, i, &mut lock(&sh.listen[i]));
         }
     }
 }
