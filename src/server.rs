@@ -489,16 +489,19 @@ fn on_duty(sh: &Shared, me: usize) {
 }
 
 /// Counts this worker in `idle` before it waits for events, and puts the
-/// listeners that accept duty took out back in the epoll set, unless a
+/// listener back in the epoll set if accept duty took it out, unless a
 /// worker is still on duty: that one does it when it leaves and sees a
 /// worker waiting for events ([`on_duty`]). Both are done under the
-/// listeners' locks (in index order), so neither misses the other.
+/// listener's lock, so neither misses the other. (Duty needs a single
+/// listener, so only the first can be out of the set.)
 fn become_idle(sh: &Shared) {
-    let mut states: Vec<_> = sh.listen.iter().map(|l| lock(l)).collect();
-    for (i, state) in states.iter_mut().enumerate() {
-        if !state.registered && !state.taken {
-            relisten(sh, i, state);
-        }
+    let Some(state) = sh.listen.first() else {
+        sh.idle.fetch_add(1, Ordering::SeqCst);
+        return;
+    };
+    let mut state = lock(state);
+    if !state.registered && !state.taken {
+        relisten(sh, 0, &mut state);
     }
     sh.idle.fetch_add(1, Ordering::SeqCst);
 }
