@@ -174,7 +174,7 @@ impl Listener {
         wait: Duration,
     ) -> io::Result<Option<Stream>> {
         let fd = self.as_raw_fd();
-        let slices = wait.as_nanos().div_ceil(WAIT_SLICE.as_nanos()).max(1);
+        let slices = slices(wait);
         let mut accepted = None;
         for _ in 0..slices {
             if sys::kick_pending() {
@@ -327,8 +327,15 @@ enum Inner {
     Tcp(TcpStream),
 }
 
-/// Longest single wait of [`Wire::read_within`].
+/// Longest single wait of [`Wire::read_within`] and
+/// [`Listener::accept_within`].
 const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// How many waits of at most [`WAIT_SLICE`] make up `wait` (one at least).
+fn slices(wait: Duration) -> u32 {
+    let n = wait.as_nanos().div_ceil(WAIT_SLICE.as_nanos()).max(1);
+    n.min(u128::from(u32::MAX)) as u32
+}
 
 /// An accepted connection, with waits bounded by its I/O timeout. The
 /// socket is in blocking mode, but only [`Wire::read_within`] waits in a
@@ -416,8 +423,8 @@ impl Wire for Stream {
         buf: &mut [u8],
         wait: Duration,
     ) -> io::Result<usize> {
-        let slices = wait.as_nanos().div_ceil(WAIT_SLICE.as_nanos()).max(1);
-        let slice = wait / slices.min(u128::from(u32::MAX)) as u32;
+        let slices = slices(wait);
+        let slice = wait / slices;
         let micros = slice.as_micros().max(1) as u64;
         if self.recv_timeout.swap(micros, Ordering::Relaxed) != micros {
             if let Err(e) = sys::set_recv_timeout(self.as_raw_fd(), slice) {

@@ -311,26 +311,40 @@ pub fn wait_readable_unless_signalled(
     fd: RawFd,
     timeout: Duration,
 ) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
+    let mut pfd = [libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
-    };
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
-    // SAFETY: one pollfd and one timespec we own, and no signal mask.
-    match syscall!(unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) })
-    {
-        Ok(_) => Ok(true),
+    }];
+    match ppoll(&mut pfd, timeout) {
+        Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-/// ppoll(2) for up to four fds waiting for `events`, with a timeout finer
-/// than poll(2)'s milliseconds; the ready ones as a bit mask.
+/// One ppoll(2) call on `pfds`, with a timeout finer than poll(2)'s
+/// milliseconds and no signal mask; `Interrupted` if a signal ended it.
+fn ppoll(pfds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: the pollfds of a slice we borrow, a timespec we own, and no
+    // signal mask.
+    syscall!(unsafe {
+        libc::ppoll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    })?;
+    Ok(())
+}
+
+/// [`ppoll`] for up to four fds waiting for `events`, again after a
+/// signal; the ready ones as a bit mask.
 fn poll_fds(
     fds: &[Option<RawFd>],
     events: libc::c_short,
@@ -347,22 +361,9 @@ fn poll_fds(
         p.fd = fd.unwrap_or(-1);
         p.events = events;
     }
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
     loop {
-        // SAFETY: `n` pollfds of the array we own, a timespec we own, and
-        // no signal mask.
-        match syscall!(unsafe {
-            libc::ppoll(
-                pfds.as_mut_ptr(),
-                n as libc::nfds_t,
-                &ts,
-                std::ptr::null(),
-            )
-        }) {
-            Ok(_) => {
+        match ppoll(&mut pfds[..n], timeout) {
+            Ok(()) => {
                 let mut mask = 0;
                 for (i, p) in pfds[..n].iter().enumerate() {
                     if p.revents != 0 {

@@ -185,6 +185,13 @@ impl CgiProgram {
         Ok(())
     }
 
+    /// The file to execute for `prog`: the fixed program as found at
+    /// start-up, or a script as named (its path is absolute:
+    /// `check_script`).
+    fn exe<'a>(&'a self, prog: &'a Path) -> &'a Path {
+        self.program_path.as_deref().unwrap_or(prog)
+    }
+
     fn spawn(
         &self,
         prog: &Path,
@@ -192,10 +199,7 @@ impl CgiProgram {
         dir: Option<&Path>,
         env: Vec<(OsString, OsString)>,
     ) -> io::Result<child::Process> {
-        // The fixed program as found at start-up; a script as named (its
-        // path is absolute: `check_script`).
-        let exe = self.program_path.as_deref().unwrap_or(prog);
-        let child = child::spawn(exe, prog, args, env, dir)?;
+        let child = child::spawn(self.exe(prog), prog, args, env, dir)?;
         lock(&self.running).insert(child.id());
         Ok(child)
     }
@@ -286,10 +290,9 @@ impl Handler for CgiProgram {
         let mut child = match self.spawn(&prog, &args, dir.as_deref(), env) {
             Ok(c) => c,
             Err(e) => {
-                let exe = self.program_path.as_deref().unwrap_or(&prog);
                 log::error!(
                     "cannot run {:?} (in {dir:?}): {e}; answered 502",
-                    exe.display().to_string()
+                    self.exe(&prog).display().to_string()
                 );
                 return error_page(
                     resp,
