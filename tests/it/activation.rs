@@ -1000,9 +1000,18 @@ fn bind_replaces_stale_socket_file_of_a_dead_server() {
     // A server that died without unlinking: the file stays, nobody
     // listens.
     drop(UnixListener::bind(&path).expect("bind"));
-    match UnixStream::connect(&path) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-        r => panic!("stale socket precondition: connect gave {r:?}"),
+    // A child another test forks at this moment holds a copy of the
+    // listening socket until it execs (close-on-exec): the socket may
+    // take a moment to be refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match UnixStream::connect(&path) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
+            Ok(_) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(20))
+            }
+            r => panic!("stale socket precondition: connect gave {r:?}"),
+        }
     }
     let bind = format!("unix:{}", path.display());
     let (srv, addr) = start_bound(
