@@ -773,6 +773,9 @@ fn linger<T>(
     may_wait: impl FnOnce() -> bool,
     read: impl FnOnce(bool) -> T,
 ) -> (T, bool) {
+    // No kick can target this worker before its lane says LINGERING: a
+    // mark left from before is stale.
+    sys::forget_kick();
     let lane = Lingering(&sh.lanes[me]);
     lane.0.state.store(LINGERING, Ordering::SeqCst);
     let may = !sh.stopping.load(Ordering::SeqCst) && may_wait();

@@ -733,6 +733,13 @@ pub fn take_signals() {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigpending(&mut set);
     }
+    forget_kick();
+}
+
+/// Forgets a kick that reached this thread: one that landed later than
+/// [`take_signals`] expected (as under a tool that delays signals, such
+/// as valgrind) must not end every wait from then on.
+pub fn forget_kick() {
     KICKED.with(|k| k.store(false, Ordering::SeqCst));
 }
 
