@@ -202,21 +202,33 @@ impl Rx {
     }
 
     /// Gives up the buffer of an idle connection: a parked connection
-    /// holds no buffer, and a worker hands the freed one to the next
-    /// connection it serves instead of returning it to the allocator.
+    /// holds no buffer.
     fn shrink(&mut self) {
         if self.start == self.end {
-            let buf = std::mem::take(&mut self.buf);
             self.clear();
-            if buf.len() == RX_INITIAL {
-                SPARE_BUFFERS.with(|s| {
-                    let mut s = s.borrow_mut();
-                    if s.len() < SPARE_BUFFERS_KEPT {
-                        s.push(buf);
-                    }
-                });
-            }
+            self.recycle();
         }
+    }
+
+    /// Hands the buffer to the next connection this thread serves instead
+    /// of returning it to the allocator (a new one would be zeroed: 8 KiB
+    /// written for every connection).
+    fn recycle(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.len() == RX_INITIAL {
+            SPARE_BUFFERS.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < SPARE_BUFFERS_KEPT {
+                    s.push(buf);
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Rx {
+    fn drop(&mut self) {
+        self.recycle();
     }
 }
 
