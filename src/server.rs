@@ -637,6 +637,9 @@ fn serve_conn(
                 entry.since = None;
                 entry.served += 1;
                 sh.busy.fetch_add(1, Ordering::SeqCst);
+                // The closing linger of a request reads with
+                // `read_within`, which a stale kick mark would cut short.
+                sys::forget_kick();
                 let keep = entry.conn.run(head, |req, resp| {
                     api::dispatch(&*sh.handler, req, resp)
                 });

@@ -644,8 +644,9 @@ extern "C" fn on_kick(_: libc::c_int) {
     KICKED.with(|k| k.store(true, Ordering::SeqCst));
 }
 
-/// True if a kick reached this thread since [`take_signals`]: a waiting
-/// read about to start should not (the kick may have landed before it).
+/// True if a kick reached this thread since [`take_signals`] or
+/// [`forget_kick`]: a waiting read about to start should not (the kick may
+/// have landed before it).
 pub fn kick_pending() -> bool {
     KICKED.with(|k| k.load(Ordering::SeqCst))
 }

@@ -24,7 +24,8 @@ use crate::api::{
 use crate::error::{Error, Result};
 
 /// A byte pipe to the web server. Reads never block; waits are bounded by
-/// the implementation's I/O timeout.
+/// the implementation's I/O timeout. The buffers given to reads are reused
+/// across connections and may hold earlier bytes: a read only writes them.
 pub trait Wire: Send + Sync {
     /// Reads what is available now; `WouldBlock` if nothing is, `Ok(0)` at
     /// end of stream.
@@ -145,7 +146,9 @@ impl Rx {
             self.start = 0;
         } else if self.buf.is_empty() {
             self.buf = SPARE_BUFFERS
-                .with(|s| s.borrow_mut().pop())
+                .try_with(|s| s.borrow_mut().pop())
+                .ok()
+                .flatten()
                 .unwrap_or_else(|| vec![0; RX_INITIAL]);
         } else {
             let size = (self.buf.len() * 2).clamp(RX_INITIAL, RECORD_ROOM);
@@ -216,7 +219,9 @@ impl Rx {
     fn recycle(&mut self) {
         let buf = std::mem::take(&mut self.buf);
         if buf.len() == RX_INITIAL {
-            SPARE_BUFFERS.with(|s| {
+            // Not while the thread's locals are being torn down (a drop
+            // then would panic): the buffer is simply freed.
+            let _ = SPARE_BUFFERS.try_with(|s| {
                 let mut s = s.borrow_mut();
                 if s.len() < SPARE_BUFFERS_KEPT {
                     s.push(buf);
