@@ -132,6 +132,9 @@ struct Shared {
     lanes: Vec<Lane>,
     /// Per listener, parallel to `listeners`.
     listen: Vec<Mutex<Listening>>,
+    /// Per listener: `accept` fails for a reason that does not go away
+    /// (logged once, until it works again).
+    accept_failing: Vec<AtomicBool>,
     last_sweep: Mutex<Instant>,
     stop_write: OwnedFd,
 }
@@ -205,6 +208,9 @@ pub fn serve(
                     ..Listening::default()
                 })
             })
+            .collect(),
+        accept_failing: (0..n_listeners)
+            .map(|_| AtomicBool::new(false))
             .collect(),
         last_sweep: Mutex::new(Instant::now()),
         stop_write,
@@ -397,7 +403,7 @@ fn accept(sh: &Shared, me: usize, i: usize) {
         }
         state.taken = true;
     }
-    let stream = admit(sh, listener, listener.accept(sh.cfg.io_timeout));
+    let stream = admit(sh, i, listener.accept(sh.cfg.io_timeout));
     {
         let mut state = lock(&sh.listen[i]);
         state.taken = false;
@@ -462,7 +468,7 @@ fn on_duty(sh: &Shared, me: usize) {
     );
     // Counted before it leaves duty, so the --max-conns check in
     // `take_duty` never misses it.
-    let stream = admit(sh, listener, got);
+    let stream = admit(sh, 0, got);
     let (left, idle) = {
         let mut state = lock(&sh.listen[0]);
         let left = sh.duty.fetch_sub(1, Ordering::SeqCst) - 1;
@@ -506,15 +512,23 @@ fn become_idle(sh: &Shared) {
     sh.idle.fetch_add(1, Ordering::SeqCst);
 }
 
-/// What `accept` gave: a connection, counted in `conns`, or None (the
-/// reason logged), so that the caller lets the listener take the next.
+/// What `accept` on listener `i` gave: a connection, counted in `conns`,
+/// or None (the reason logged), so that the caller lets the listener take
+/// the next.
 fn admit(
     sh: &Shared,
-    listener: &Listener,
+    i: usize,
     got: std::io::Result<Option<Stream>>,
 ) -> Option<Stream> {
+    let listener = &sh.listeners[i];
+    let failing = &sh.accept_failing[i];
     let stream = match got {
-        Ok(s) => s,
+        Ok(s) => {
+            if s.is_some() && failing.swap(false, Ordering::Relaxed) {
+                log::warn!("accepting on {listener} works again");
+            }
+            s
+        }
         Err(e) if sys::is_resource_shortage(&e) => {
             log::error!("accepting on {listener}: {e}");
             thread::sleep(ACCEPT_BACKOFF);
@@ -522,8 +536,20 @@ fn admit(
         }
         // A client that reset its connection before we took it, say:
         // nothing to serve, nothing to wait for.
-        Err(e) => {
+        Err(e) if sys::is_connection_error(&e) => {
             log::debug!("accepting on {listener}: {e}");
+            None
+        }
+        // The socket itself (a process sharing it shut it down, say):
+        // the next call fails at once too, so each worker pauses.
+        Err(e) => {
+            if !failing.swap(true, Ordering::Relaxed) {
+                log::error!(
+                    "accepting on {listener}: {e}; trying again every {} ms",
+                    ACCEPT_BACKOFF.as_millis()
+                );
+            }
+            thread::sleep(ACCEPT_BACKOFF);
             None
         }
     };

@@ -251,6 +251,32 @@ pub fn is_resource_shortage(e: &io::Error) -> bool {
     )
 }
 
+/// True if and only if `e`, from `accept`, concerns only the connection
+/// being taken (aborted before we took it, refused by a firewall rule, or a
+/// network error already pending on it, which accept(2) says to treat like
+/// EAGAIN), or no connection was there: the next call may well succeed.
+pub fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EAGAIN
+                | libc::EINTR
+                | libc::ECONNABORTED
+                | libc::ECONNRESET
+                | libc::EPERM
+                | libc::EPROTO
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::ETIMEDOUT
+        )
+    )
+}
+
 /// A pidfd for process `pid` (pidfd_open(2), Linux 5.3+): it becomes
 /// readable when the process exits.
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {

@@ -631,6 +631,42 @@ fn inherited_socket_made_non_blocking_by_its_other_owner_does_not_spin() {
 }
 
 #[test]
+fn inherited_socket_shut_down_by_its_other_owner_does_not_spin() {
+    // A shut-down listening socket (any process sharing it may do that)
+    // fails every accept at once with EINVAL.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let addr = Addr::Tcp(listener.local_addr().expect("local_addr"));
+    let ours = listener.try_clone().expect("clone the listener");
+    let srv = start_on_fd0(
+        OwnedFd::from(listener),
+        &["--builtin", "hello", "-w", "2"],
+        &[],
+    );
+    check_hello(&mut connect_srv(&srv, &addr), 1);
+    // std has no shutdown for a listener; a stream over the same fd calls
+    // shutdown(2) all the same.
+    std::net::TcpStream::from(OwnedFd::from(ours))
+        .shutdown(std::net::Shutdown::Read)
+        .expect("shutdown(SHUT_RD) on the listening socket");
+    let before = cpu_seconds(srv.pid());
+    thread::sleep(Duration::from_millis(1500));
+    let used = cpu_seconds(srv.pid()) - before;
+    // Pausing between failed accepts, it wakes ~20 times a second;
+    // retrying at once would use ~3 s.
+    if used > 0.5 {
+        srv.fail(&format!("idle for 1.5 s, it used {used:.2} s of CPU"));
+    }
+    let log = srv.stderr();
+    let lines = log.matches("accepting on tcp:").count();
+    if lines != 1 || !log.contains("Invalid argument") {
+        srv.fail(&format!(
+            "expected one error line naming the socket and EINVAL, got {lines}"
+        ));
+    }
+    srv.assert_no_panic();
+}
+
+#[test]
 fn listening_tcp_socket_on_fd0_is_served() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
     let addr = Addr::Tcp(listener.local_addr().expect("local_addr"));
