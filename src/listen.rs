@@ -153,7 +153,7 @@ impl Listener {
     /// none is (another process sharing the socket took it, say).
     pub fn accept(&self, timeout: Duration) -> io::Result<Option<Stream>> {
         match sys::accept_now(self.as_raw_fd()) {
-            Ok(fd) => self.stream(fd, timeout).map(Some),
+            Ok(fd) => Ok(self.stream(fd, timeout)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
@@ -206,13 +206,15 @@ impl Listener {
             }
         }
         match accepted {
-            Some(fd) => self.stream(fd, timeout).map(Some),
+            Some(fd) => Ok(self.stream(fd, timeout)),
             None => Ok(None),
         }
     }
 
-    /// An accepted connection, with waits bounded by `timeout`.
-    fn stream(&self, fd: OwnedFd, timeout: Duration) -> io::Result<Stream> {
+    /// An accepted connection, with waits bounded by `timeout`; None if
+    /// the client reset it before we took it (its address is gone then:
+    /// ENOTCONN), which concerns that connection only.
+    fn stream(&self, fd: OwnedFd, timeout: Duration) -> Option<Stream> {
         let (inner, peer, ip) = match self {
             Listener::Unix { .. } => {
                 (Inner::Unix(UnixStream::from(fd)), String::new(), None)
@@ -220,11 +222,17 @@ impl Listener {
             Listener::Tcp(_) => {
                 let s = TcpStream::from(fd);
                 let _ = s.set_nodelay(true);
-                let addr = s.peer_addr()?;
+                let addr = match s.peer_addr() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        log::debug!("accepted on {self}, then gone: {e}");
+                        return None;
+                    }
+                };
                 (Inner::Tcp(s), addr.to_string(), Some(addr.ip()))
             }
         };
-        Ok(Stream {
+        Some(Stream {
             inner,
             peer,
             ip,
@@ -478,6 +486,16 @@ impl Wire for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_reset_before_it_is_taken_is_no_connection() {
+        // getpeername fails with ENOTCONN on a reset connection, as on any
+        // socket with no peer (here: a second listening socket).
+        let l = Listener::Tcp(TcpListener::bind("127.0.0.1:0").expect("bind"));
+        let no_peer = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let got = l.stream(OwnedFd::from(no_peer), Duration::from_secs(1));
+        assert!(got.is_none());
+    }
 
     #[test]
     fn parses_every_bind_form() {
