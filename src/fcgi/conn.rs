@@ -813,6 +813,15 @@ impl BodyShared {
             if r.rtype == RecordType::AbortRequest && r.request_id == self.id {
                 return true;
             }
+            if consume
+                && r.rtype == RecordType::BeginRequest
+                && r.request_id == self.id
+            {
+                // The next request on this connection, sent before this
+                // one ended (reusing the id, as web servers do): it and
+                // what follows wait for this one to end.
+                break;
+            }
             if consume {
                 if self.stray(r.rtype, r.request_id, r.content).is_err() {
                     return true;

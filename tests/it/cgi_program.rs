@@ -953,6 +953,48 @@ fn program_exiting_3_without_output_gives_502_and_a_log_with_stderr_tail() {
 }
 
 #[test]
+fn request_pipelined_while_a_program_runs_is_served_after_it() {
+    // A keep-alive client that sends its next request (same id, as web
+    // servers reuse ids) before the running one has ended.
+    let srv = Server::unix(&["--", &fixture_str("slow.cgi")]);
+    let (first, second) = (srv.dir().join("m1"), srv.dir().join("m2"));
+    fs::write(&second, b"").expect("create the second marker");
+    let mut c = srv.connect();
+    c.set_read_timeout(Duration::from_secs(5));
+    c.begin_responder(1);
+    c.params(
+        1,
+        &[("REQUEST_METHOD", "GET"), ("MARKER", path_str(&first))],
+    );
+    c.stdin(1, b"");
+    let rec = c.next_record_for(1, "the first request's first output");
+    if rec.rtype != fcgi::STDOUT {
+        c.fail(&format!("expected STDOUT first, got {rec:?}"));
+    }
+    c.begin_responder(1);
+    c.params(
+        1,
+        &[("REQUEST_METHOD", "GET"), ("MARKER", path_str(&second))],
+    );
+    c.stdin(1, b"");
+    // The running request watches the connection every 50 ms for an
+    // abort: let it see the pipelined records before it ends.
+    thread::sleep(Duration::from_millis(300));
+    fs::write(&first, b"").expect("create the first marker");
+    for n in ["first", "second"] {
+        if n == "second" {
+            c.expect_pipelined(1);
+        }
+        let r = c.read_response(1);
+        let out = String::from_utf8_lossy(&r.stdout).into_owned();
+        if !out.contains("second\n") || r.protocol_status != 0 {
+            c.fail(&format!("the {n} request's answer: {r:?}"));
+        }
+    }
+    srv.assert_no_panic();
+}
+
+#[test]
 fn program_killed_by_a_signal_gives_502_naming_the_signal() {
     let prog = fixture_str("killed.cgi");
     let srv = Server::unix(&["--", &prog]);

@@ -1050,6 +1050,12 @@ impl Conn {
         );
     }
 
+    /// Counts `request_id` in flight again: a request sent, reusing the
+    /// id, before the END_REQUEST of the one before it was read.
+    pub fn expect_pipelined(&mut self, request_id: u16) {
+        self.active.insert(request_id);
+    }
+
     /// Begin a RESPONDER request, with KEEP_CONN per `self.keep_conn`.
     pub fn begin_responder(&mut self, request_id: u16) {
         let flags = if self.keep_conn { fcgi::KEEP_CONN } else { 0 };
