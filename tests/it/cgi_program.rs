@@ -783,6 +783,17 @@ fn large_response_streams_through_in_bounded_memory() {
     }
 }
 
+/// Sends a whole GET request (id 1) for slow.cgi, which prints "first",
+/// waits for the file `marker`, then prints "second".
+fn send_slow_get(c: &mut Conn, marker: &Path) {
+    c.begin_responder(1);
+    c.params(
+        1,
+        &[("REQUEST_METHOD", "GET"), ("MARKER", path_str(marker))],
+    );
+    c.stdin(1, b"");
+}
+
 #[test]
 fn output_reaches_the_client_while_the_program_still_runs() {
     let srv = Server::unix(&["--", &fixture_str("slow.cgi")]);
@@ -791,12 +802,7 @@ fn output_reaches_the_client_while_the_program_still_runs() {
     // slow.cgi waits 10 s for the marker; "first" must arrive well
     // before that.
     c.set_read_timeout(Duration::from_secs(5));
-    c.begin_responder(1);
-    c.params(
-        1,
-        &[("REQUEST_METHOD", "GET"), ("MARKER", path_str(&marker))],
-    );
-    c.stdin(1, b"");
+    send_slow_get(&mut c, &marker);
     let mut out = Vec::new();
     while !String::from_utf8_lossy(&out).contains("first") {
         let rec = c.next_record_for(1, "\"first\" while the script waits");
@@ -961,22 +967,12 @@ fn request_pipelined_while_a_program_runs_is_served_after_it() {
     fs::write(&second, b"").expect("create the second marker");
     let mut c = srv.connect();
     c.set_read_timeout(Duration::from_secs(5));
-    c.begin_responder(1);
-    c.params(
-        1,
-        &[("REQUEST_METHOD", "GET"), ("MARKER", path_str(&first))],
-    );
-    c.stdin(1, b"");
+    send_slow_get(&mut c, &first);
     let rec = c.next_record_for(1, "the first request's first output");
     if rec.rtype != fcgi::STDOUT {
         c.fail(&format!("expected STDOUT first, got {rec:?}"));
     }
-    c.begin_responder(1);
-    c.params(
-        1,
-        &[("REQUEST_METHOD", "GET"), ("MARKER", path_str(&second))],
-    );
-    c.stdin(1, b"");
+    send_slow_get(&mut c, &second);
     // The running request watches the connection every 50 ms for an
     // abort: let it see the pipelined records before it ends.
     thread::sleep(Duration::from_millis(300));
