@@ -86,6 +86,11 @@ impl Params {
         Params { raw, index }
     }
 
+    /// The buffer and the index, for reuse.
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<(u32, u32, u32)>) {
+        (self.raw, self.index)
+    }
+
     /// Appends a pair.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -171,6 +176,11 @@ impl Request {
     /// Every param in the order received, repeats included.
     pub fn params(&self) -> &Params {
         &self.params
+    }
+
+    /// Takes the params out (when the request is over).
+    pub(crate) fn take_params(&mut self) -> Params {
+        std::mem::take(&mut self.params)
     }
 
     /// The role the web server asked for (always `Responder` for a
@@ -365,7 +375,8 @@ pub struct Response {
     buf: Vec<u8>,
     written: u64,
     aborted: Arc<AtomicBool>,
-    /// The first bytes written, kept to log the status.
+    /// The first bytes sent (the rest of the first [`SNIFF`] bytes
+    /// written is in `buf`), kept to log the status.
     sniff: Vec<u8>,
 }
 
@@ -374,9 +385,18 @@ impl Response {
         out: Box<dyn Output>,
         aborted: Arc<AtomicBool>,
     ) -> Response {
+        Response::with_buffer(out, aborted, Vec::new())
+    }
+
+    /// A response that buffers in `buf` (empty, maybe with capacity).
+    pub(crate) fn with_buffer(
+        out: Box<dyn Output>,
+        aborted: Arc<AtomicBool>,
+        buf: Vec<u8>,
+    ) -> Response {
         Response {
             out,
-            buf: Vec::new(),
+            buf,
             written: 0,
             aborted,
             sniff: Vec::new(),
@@ -384,12 +404,33 @@ impl Response {
     }
 
     /// The status the header block written so far gives; None if it is
-    /// not complete or not valid.
+    /// not complete or not valid, or not within the first [`SNIFF`] bytes.
     pub(crate) fn status(&self) -> Option<u16> {
-        match crate::cgi::response::parse_head(&self.sniff) {
+        let first = if self.sniff.is_empty() {
+            &self.buf[..self.buf.len().min(SNIFF)]
+        } else if self.sniff.len() == SNIFF {
+            &self.sniff[..]
+        } else {
+            let more = (SNIFF - self.sniff.len()).min(self.buf.len());
+            &[&self.sniff[..], &self.buf[..more]].concat()
+        };
+        match crate::cgi::response::parse_head(first) {
             Ok(Status::Complete(head, _)) => Some(head.status),
             _ => None,
         }
+    }
+
+    /// Sends `data` as stdout, keeping the first bytes sent in `sniff`.
+    fn send(
+        out: &mut dyn Output,
+        sniff: &mut Vec<u8>,
+        data: &[u8],
+    ) -> io::Result<()> {
+        if sniff.len() < SNIFF {
+            let n = data.len().min(SNIFF - sniff.len());
+            sniff.extend_from_slice(&data[..n]);
+        }
+        out.stdout(data)
     }
 
     /// True if and only if some stdout byte was written (buffered or
@@ -434,14 +475,10 @@ impl Write for Response {
             return Err(Self::aborted_error());
         }
         self.written += data.len() as u64;
-        if self.sniff.len() < SNIFF {
-            let n = data.len().min(SNIFF - self.sniff.len());
-            self.sniff.extend_from_slice(&data[..n]);
-        }
         if self.buf.len() + data.len() > STDOUT_BUFFER {
             self.flush()?;
             if data.len() >= STDOUT_BUFFER {
-                self.out.stdout(data)?;
+                Response::send(&mut *self.out, &mut self.sniff, data)?;
                 return Ok(data.len());
             }
         }
@@ -454,7 +491,7 @@ impl Write for Response {
             return Err(Self::aborted_error());
         }
         if !self.buf.is_empty() {
-            let r = self.out.stdout(&self.buf);
+            let r = Response::send(&mut *self.out, &mut self.sniff, &self.buf);
             self.buf.clear();
             r?;
         }
@@ -527,6 +564,65 @@ fn request_uri(req: &Request) -> String {
                     .into_owned()
             };
             format!("{}{}", part("SCRIPT_NAME"), part("PATH_INFO"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An output that drops what it is sent.
+    struct Discard;
+
+    impl Output for Discard {
+        fn stdout(&mut self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn stderr(&self) -> StderrHandle {
+            StderrHandle::new(Arc::new(|_: &[u8]| Ok(())))
+        }
+    }
+
+    fn response() -> Response {
+        Response::new(Box::new(Discard), Arc::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn the_status_is_read_from_the_head_buffered_sent_or_split() {
+        let head =
+            b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\n";
+        // (bytes written then flushed, bytes written after, status)
+        let table: &[(&[u8], &[u8], Option<u16>)] = &[
+            (b"", head, Some(404)),
+            (head, b"body", Some(404)),
+            (&head[..10], &head[10..], Some(404)),
+            (b"Content-Type: text/plain\r\n\r\n", b"", Some(200)),
+            (&head[..10], b"", None),
+            (b"", b"not a header block", None),
+        ];
+        for (sent, buffered, want) in table {
+            let mut r = response();
+            r.write_all(sent).expect("write");
+            r.flush().expect("flush");
+            r.write_all(buffered).expect("write");
+            assert_eq!(r.status(), *want, "{sent:?} then {buffered:?}");
+        }
+    }
+
+    #[test]
+    fn a_head_beyond_the_first_sniffed_bytes_gives_no_status() {
+        let mut long = b"X-Pad: ".to_vec();
+        long.resize(SNIFF + 10, b'a');
+        long.extend_from_slice(b"\r\nStatus: 404 Not Found\r\n\r\n");
+        for flush in [false, true] {
+            let mut r = response();
+            r.write_all(&long).expect("write");
+            if flush {
+                r.flush().expect("flush");
+            }
+            assert_eq!(r.status(), None, "flushed: {flush}");
         }
     }
 }

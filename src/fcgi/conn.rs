@@ -18,6 +18,7 @@ use super::record::{
     self, ProtocolStatus, RecordType, Role, Status, HEADER_LEN, MAX_CONTENT,
     NULL_REQUEST_ID,
 };
+use super::spares;
 use crate::api::{
     AbortWatch, Body, BodySource, Output, Params, Response, StderrHandle,
 };
@@ -98,14 +99,6 @@ struct Rx {
 /// Apache fits; it grows to [`RECORD_ROOM`] only for large records.
 const RX_INITIAL: usize = 8 * 1024;
 
-/// Receive buffers freed by parked connections, per worker thread.
-const SPARE_BUFFERS_KEPT: usize = 16;
-
-thread_local! {
-    static SPARE_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
 impl Rx {
     fn new() -> Rx {
         Rx {
@@ -145,9 +138,7 @@ impl Rx {
             self.end -= self.start;
             self.start = 0;
         } else if self.buf.is_empty() {
-            self.buf = SPARE_BUFFERS
-                .try_with(|s| s.borrow_mut().pop())
-                .ok()
+            self.buf = spares::with(|s| s.rx.pop())
                 .flatten()
                 .unwrap_or_else(|| vec![0; RX_INITIAL]);
         } else {
@@ -219,12 +210,9 @@ impl Rx {
     fn recycle(&mut self) {
         let buf = std::mem::take(&mut self.buf);
         if buf.len() == RX_INITIAL {
-            // Not while the thread's locals are being torn down (a drop
-            // then would panic): the buffer is simply freed.
-            let _ = SPARE_BUFFERS.try_with(|s| {
-                let mut s = s.borrow_mut();
-                if s.len() < SPARE_BUFFERS_KEPT {
-                    s.push(buf);
+            spares::with(|s| {
+                if s.rx.len() < spares::RX_KEPT {
+                    s.rx.push(buf);
                 }
             });
         }
@@ -438,9 +426,9 @@ impl Conn {
                     id,
                     role: begin.role,
                     keep_conn: begin.keep_conn,
-                    raw: Vec::new(),
+                    raw: spares::take(|s| &mut s.params),
                     parsed: 0,
-                    index: Vec::with_capacity(32),
+                    index: spares::take(|s| &mut s.index),
                 });
                 Ok(None)
             }
@@ -530,9 +518,6 @@ impl Conn {
         p.raw.extend_from_slice(content);
         loop {
             let rest = &p.raw[p.parsed..];
-            if rest.is_empty() {
-                return Ok(());
-            }
             let Status::Complete((name_len, value_len), head) =
                 parse_pair_head(rest)
             else {
@@ -552,15 +537,14 @@ impl Conn {
                     limits.params_count
                 )));
             }
-            let Status::Complete((name, value), used) =
-                params::parse_pair(rest)
-            else {
+            // The limits keep every length and offset far below u32::MAX.
+            let used = head + name_len as usize + value_len as usize;
+            if rest.len() < used {
                 return Ok(());
-            };
-            // The limits keep every offset far below u32::MAX.
+            }
             let start = (p.parsed + head) as u32;
-            let mid = start + name.len() as u32;
-            p.index.push((start, mid, mid + value.len() as u32));
+            let mid = start + name_len;
+            p.index.push((start, mid, mid + value_len));
             p.parsed += used;
         }
     }
@@ -575,23 +559,19 @@ impl Conn {
         serve: impl FnOnce(&mut crate::api::Request, &mut Response) -> u32,
     ) -> bool {
         let aborted = Arc::new(AtomicBool::new(false));
-        let body = FcgiBody {
-            sh: Arc::new(BodyShared {
-                rx: Arc::clone(&self.rx),
-                wire: Arc::clone(&self.wire),
-                tx: Arc::clone(&self.tx),
-                id: head.id,
-                capacity: self.capacity,
-                done: AtomicBool::new(false),
-                aborted: Arc::clone(&aborted),
-            }),
-            window: None,
-        };
-        let stderr_used = Arc::new(AtomicBool::new(false));
-        let out = FcgiOut {
+        let sh = Arc::new(BodyShared {
+            rx: Arc::clone(&self.rx),
+            wire: Arc::clone(&self.wire),
             tx: Arc::clone(&self.tx),
             id: head.id,
-            stderr_used: Arc::clone(&stderr_used),
+            capacity: self.capacity,
+            done: AtomicBool::new(false),
+            aborted: Arc::clone(&aborted),
+            stderr_used: AtomicBool::new(false),
+        });
+        let body = FcgiBody {
+            sh: Arc::clone(&sh),
+            window: None,
         };
         let mut req = crate::api::Request::new(
             head.params,
@@ -599,17 +579,24 @@ impl Conn {
             crate::api::Transport::FastCgi,
             Body::from_source(Box::new(body)),
         );
-        let mut resp = Response::new(Box::new(out), Arc::clone(&aborted));
+        let mut resp = Response::with_buffer(
+            Box::new(FcgiOut {
+                sh: Arc::clone(&sh),
+            }),
+            Arc::clone(&aborted),
+            spares::take(|s| &mut s.stdout),
+        );
         let app_status = serve(&mut req, &mut resp);
         let body_finished =
             req.body().is_finished() || self.body_end_buffered(head.id);
         let tail = resp.take_buffered();
-        let mut out = Vec::with_capacity(tail.len() + 48);
+        let mut out = spares::take(|s| &mut s.records);
+        out.reserve(tail.len() + 48);
         let was_aborted = aborted.load(Ordering::Relaxed);
         if !was_aborted {
             record::push_stream(&mut out, RecordType::Stdout, head.id, &tail);
             record::push_end_of_stream(&mut out, RecordType::Stdout, head.id);
-            if stderr_used.load(Ordering::Relaxed) {
+            if sh.stderr_used.load(Ordering::Relaxed) {
                 record::push_end_of_stream(
                     &mut out,
                     RecordType::Stderr,
@@ -623,7 +610,13 @@ impl Conn {
             app_status,
             ProtocolStatus::RequestComplete,
         );
-        if let Err(e) = self.tx.send(&out) {
+        let sent = self.tx.send(&out);
+        let (raw, index) = req.take_params().into_parts();
+        spares::give(raw, |s| &mut s.params);
+        spares::give(index, |s| &mut s.index);
+        spares::give(tail, |s| &mut s.stdout);
+        spares::give(out, |s| &mut s.records);
+        if let Err(e) = sent {
             // Some servers read the END_REQUEST header and close at once
             // (DESIGN §11): a failure here is routine, not an alarm.
             log::debug!(
@@ -740,6 +733,8 @@ struct BodyShared {
     capacity: Capacity,
     done: AtomicBool,
     aborted: Arc<AtomicBool>,
+    /// Some STDERR was sent (so the stream must be ended).
+    stderr_used: AtomicBool,
 }
 
 impl BodyShared {
@@ -924,27 +919,23 @@ impl BodySource for FcgiBody {
 
 /// Response output as STDOUT and STDERR records of one request.
 struct FcgiOut {
-    tx: Arc<Tx>,
-    id: u16,
-    stderr_used: Arc<AtomicBool>,
+    sh: Arc<BodyShared>,
 }
 
 impl Output for FcgiOut {
     fn stdout(&mut self, data: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(data.len() + 16);
-        record::push_stream(&mut out, RecordType::Stdout, self.id, data);
-        self.tx.send(&out)
+        record::push_stream(&mut out, RecordType::Stdout, self.sh.id, data);
+        self.sh.tx.send(&out)
     }
 
     fn stderr(&self) -> StderrHandle {
-        let tx = Arc::clone(&self.tx);
-        let id = self.id;
-        let used = Arc::clone(&self.stderr_used);
+        let sh = Arc::clone(&self.sh);
         StderrHandle::new(Arc::new(move |data: &[u8]| {
-            used.store(true, Ordering::Relaxed);
+            sh.stderr_used.store(true, Ordering::Relaxed);
             let mut out = Vec::with_capacity(data.len() + 16);
-            record::push_stream(&mut out, RecordType::Stderr, id, data);
-            tx.send(&out)
+            record::push_stream(&mut out, RecordType::Stderr, sh.id, data);
+            sh.tx.send(&out)
         }))
     }
 }

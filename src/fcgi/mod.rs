@@ -9,5 +9,6 @@
 pub mod conn;
 pub mod params;
 pub mod record;
+mod spares;
 #[cfg(test)]
 mod test_rng;
