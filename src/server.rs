@@ -58,8 +58,9 @@ pub struct ServerConfig {
 
 /// How often idle waiters look for connections stalled mid-request.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
-/// Pause after `accept` fails for lack of resources (EMFILE...), so a
-/// full fd table does not spin a worker.
+/// Pause after `accept` fails for a reason other than the connection
+/// (EMFILE, a shut-down socket...), so such a failure does not spin a
+/// worker.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest a worker lingers on a connection for its next request (only
 /// while another worker is idle, and cut short by a kick when that one
@@ -529,19 +530,15 @@ fn admit(
             }
             s
         }
-        Err(e) if sys::is_resource_shortage(&e) => {
-            log::error!("accepting on {listener}: {e}");
-            thread::sleep(ACCEPT_BACKOFF);
-            None
-        }
         // A client that reset its connection before we took it, say:
         // nothing to serve, nothing to wait for.
         Err(e) if sys::is_connection_error(&e) => {
             log::debug!("accepting on {listener}: {e}");
             None
         }
-        // The socket itself (a process sharing it shut it down, say):
-        // the next call fails at once too, so each worker pauses.
+        // Out of file descriptors or memory, or the socket itself broken
+        // (a process sharing it shut it down, say): the next call fails at
+        // once too, so each worker pauses. Logged once, not per failure.
         Err(e) => {
             if !failing.swap(true, Ordering::Relaxed) {
                 log::error!(

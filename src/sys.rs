@@ -242,15 +242,6 @@ pub fn set_recv_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
     Ok(())
 }
 
-/// True if and only if `e` says the process or system ran out of file
-/// descriptors or memory (worth a pause before trying again).
-pub fn is_resource_shortage(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
 /// True if and only if `e`, from `accept`, concerns only the connection
 /// being taken (aborted before we took it, refused by a firewall rule, or a
 /// network error already pending on it, which accept(2) says to treat like

@@ -667,6 +667,49 @@ fn inherited_socket_shut_down_by_its_other_owner_does_not_spin() {
 }
 
 #[test]
+fn out_of_file_descriptors_is_logged_once_and_ends_when_connections_close() {
+    // At its fd limit (EMFILE) accept fails until connections close: one
+    // error line says so, not one per failed try, and one says it is over.
+    let dir = TempDir::new();
+    let path = dir.join("s");
+    let addr = Addr::Unix(path.clone());
+    let listener = UnixListener::bind(&path).expect("bind unix socket");
+    let srv = Server::spawn(TempDir::new(), Path::new("/bin/sh"), |c| {
+        clean_env(c);
+        c.stdin(Stdio::from(OwnedFd::from(listener)))
+            .arg("-c")
+            .arg("ulimit -n 32 && exec \"$0\" \"$@\"")
+            .arg(bin())
+            .args(["--builtin", "hello", "-w", "2"]);
+    });
+    check_hello(&mut connect_srv(&srv, &addr), 1);
+    // Connections wait in the backlog once the server has no fd left.
+    let held: Vec<UnixStream> = (0..60)
+        .map(|_| UnixStream::connect(&path).expect("connect"))
+        .collect();
+    srv.expect_log_line(
+        EXIT_TIMEOUT,
+        &["accepting on", "Too many open files"],
+    );
+    let before = cpu_seconds(srv.pid());
+    thread::sleep(Duration::from_millis(1000));
+    let used = cpu_seconds(srv.pid()) - before;
+    if used > 0.5 {
+        srv.fail(&format!(
+            "at the fd limit for 1 s, it used {used:.2} s of CPU"
+        ));
+    }
+    let lines = srv.stderr().matches("accepting on").count();
+    if lines != 1 {
+        srv.fail(&format!("{lines} lines about accepting, want 1"));
+    }
+    drop(held);
+    srv.expect_log_line(EXIT_TIMEOUT, &["accepting on", "works again"]);
+    check_hello(&mut connect_srv(&srv, &addr), 1);
+    srv.assert_no_panic();
+}
+
+#[test]
 fn listening_tcp_socket_on_fd0_is_served() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
     let addr = Addr::Tcp(listener.local_addr().expect("local_addr"));
