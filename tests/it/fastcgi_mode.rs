@@ -932,6 +932,48 @@ fn param_name_length_of_2_pow_31_is_rejected() {
     check_says(&line, &["2147483647"]);
 }
 
+/// A request on `c` whose PARAMS stream is `encoded`, in records as large
+/// as they go.
+fn send_params_stream(c: &mut Conn, encoded: &[u8]) {
+    c.begin_responder(1);
+    let mut b = fcgi::stream(fcgi::PARAMS, 1, encoded, 65535, Padding::None);
+    b.extend(fcgi::record(fcgi::STDIN, 1, &[], 0));
+    let _ = c.try_send_raw(&b);
+}
+
+#[test]
+fn params_limits_of_the_man_page_hold_to_the_byte() {
+    // The man page (Limits): 1 MiB of params, 4096 pairs, 8 KiB names.
+    // The largest head of each kind is served; one byte or pair more
+    // closes the connection with a log line naming the limit.
+    let pairs = |n: usize| {
+        let p: Vec<(String, String)> =
+            (0..n).map(|i| (format!("P{i}"), String::new())).collect();
+        fcgi::nv_pairs(&p)
+    };
+    // One pair ("N", 1-byte and 4-byte lengths) making `len` bytes.
+    let sized = |len: usize| fcgi::nv_pair(b"N", &vec![b'v'; len - 6]);
+    let named = |len: usize| fcgi::nv_pair(&vec![b'N'; len], b"v");
+    let cases: [(Vec<u8>, Vec<u8>, &[&str]); 3] = [
+        (pairs(4096), pairs(4097), &["4096 params"]),
+        (
+            sized(1 << 20),
+            sized((1 << 20) + 1),
+            &["limit of 1048576 bytes"],
+        ),
+        (named(8 << 10), named((8 << 10) + 1), &["8193-byte name"]),
+    ];
+    let srv = Server::tcp(&["--builtin", "hello"]);
+    for (largest, over, says) in cases {
+        let mut c = srv.connect();
+        send_params_stream(&mut c, &largest);
+        let r = c.read_response(1);
+        check_hello(&c, &r);
+        let line = bad_input_on(&srv, false, |c| send_params_stream(c, &over));
+        check_says(&line, says);
+    }
+}
+
 #[test]
 fn garbage_after_valid_record_is_logged_and_connection_closed() {
     bad_input(false, |c| {
