@@ -55,6 +55,7 @@ pub mod builtin;
 pub mod cgi;
 pub mod cli;
 pub mod client;
+mod episode;
 mod error;
 pub mod fcgi;
 mod launch;

@@ -31,6 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::api::{self, Handler};
+use crate::episode::{Episode, Report};
 use crate::error::{Error, Result};
 use crate::fcgi::conn::{Capacity, Conn, Fill, Limits, Progress};
 use crate::listen::{Listener, Stream};
@@ -133,9 +134,9 @@ struct Shared {
     lanes: Vec<Lane>,
     /// Per listener, parallel to `listeners`.
     listen: Vec<Mutex<Listening>>,
-    /// Per listener: `accept` fails for a reason that does not go away
-    /// (logged once, until it works again).
-    accept_failing: Vec<AtomicBool>,
+    /// Per listener: `accept` failing for a reason other than the
+    /// connection (logged per episode, not per try).
+    accept_failing: Vec<Episode>,
     last_sweep: Mutex<Instant>,
     stop_write: OwnedFd,
 }
@@ -210,9 +211,7 @@ pub fn serve(
                 })
             })
             .collect(),
-        accept_failing: (0..n_listeners)
-            .map(|_| AtomicBool::new(false))
-            .collect(),
+        accept_failing: (0..n_listeners).map(|_| Episode::default()).collect(),
         last_sweep: Mutex::new(Instant::now()),
         stop_write,
         cfg,
@@ -525,8 +524,15 @@ fn admit(
     let failing = &sh.accept_failing[i];
     let stream = match got {
         Ok(s) => {
-            if s.is_some() && failing.swap(false, Ordering::Relaxed) {
-                log::warn!("accepting on {listener} works again");
+            if s.is_some() {
+                if let Some(Report::Over { tries, lasted }) =
+                    failing.succeeded(Instant::now())
+                {
+                    log::warn!(
+                        "accepting on {listener} works again, after {tries} failed tries in {:.1} s",
+                        lasted.as_secs_f64()
+                    );
+                }
             }
             s
         }
@@ -538,13 +544,20 @@ fn admit(
         }
         // Out of file descriptors or memory, or the socket itself broken
         // (a process sharing it shut it down, say): the next call fails at
-        // once too, so each worker pauses. Logged once, not per failure.
+        // once too, so each worker pauses. Logged per episode (`episode`).
         Err(e) => {
-            if !failing.swap(true, Ordering::Relaxed) {
-                log::error!(
-                    "accepting on {listener}: {e}; trying again every {} ms",
-                    ACCEPT_BACKOFF.as_millis()
-                );
+            let every = ACCEPT_BACKOFF.as_millis();
+            match failing.failed(Instant::now(), &e.to_string()) {
+                Some(Report::Failing(e)) => log::error!(
+                    "accepting on {listener}: {e}; trying again every {every} ms"
+                ),
+                Some(Report::StillFailing { error, tries, lasted }) => {
+                    log::error!(
+                        "accepting on {listener} still fails: {error} ({tries} tries in {:.0} s)",
+                        lasted.as_secs_f64()
+                    )
+                }
+                _ => {}
             }
             thread::sleep(ACCEPT_BACKOFF);
             None
