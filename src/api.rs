@@ -593,11 +593,14 @@ mod tests {
     fn the_status_is_read_from_the_head_buffered_sent_or_split() {
         let head =
             b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\n";
+        // More buffered than the sniff has room for.
+        let long_tail = [&head[10..], &[b'x'; 2 * SNIFF][..]].concat();
         // (bytes written then flushed, bytes written after, status)
         let table: &[(&[u8], &[u8], Option<u16>)] = &[
             (b"", head, Some(404)),
             (head, b"body", Some(404)),
             (&head[..10], &head[10..], Some(404)),
+            (&head[..10], &long_tail, Some(404)),
             (b"Content-Type: text/plain\r\n\r\n", b"", Some(200)),
             (&head[..10], b"", None),
             (b"", b"not a header block", None),

@@ -537,14 +537,21 @@ impl Conn {
                     limits.params_count
                 )));
             }
-            // The limits keep every length and offset far below u32::MAX.
-            let used = head + name_len as usize + value_len as usize;
-            if rest.len() < used {
+            let used =
+                head as u64 + u64::from(name_len) + u64::from(value_len);
+            if (rest.len() as u64) < used {
                 return Ok(());
             }
-            let start = (p.parsed + head) as u32;
-            let mid = start + name_len;
-            p.index.push((start, mid, mid + value_len));
+            // The pair is in `raw`: this neither overflows nor underflows.
+            let used = used as usize;
+            let Ok(end) = u32::try_from(p.parsed + used) else {
+                // Only with limits raised past 4 GiB (offsets are u32).
+                return Err(Error::protocol(
+                    "PARAMS stream longer than 4 GiB",
+                ));
+            };
+            let mid = end - value_len;
+            p.index.push((mid - name_len, mid, end));
             p.parsed += used;
         }
     }

@@ -2,6 +2,9 @@
 //! that serving one does not allocate, zero and free the same buffers each
 //! time (malloc and free were a quarter of the user-space work of a small
 //! request). Each thread has its own; nothing here is shared or locked.
+//! It lives beside the connection code, its only user, which stays
+//! correct on any thread: a buffer taken on one thread and given back on
+//! another merely lands in that thread's store.
 
 use std::cell::RefCell;
 
@@ -9,8 +12,9 @@ use std::cell::RefCell;
 pub(super) struct Spares {
     /// Receive buffers of connections that were dropped or parked.
     pub rx: Vec<Vec<u8>>,
-    /// A PARAMS stream and its index of pairs.
+    /// A PARAMS stream.
     pub params: Vec<u8>,
+    /// The index of a PARAMS stream's pairs.
     pub index: Vec<(u32, u32, u32)>,
     /// A handler's buffered output.
     pub stdout: Vec<u8>,
