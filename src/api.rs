@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cgi::response::MAX_HEAD;
 use crate::fcgi::record::Status;
 
 pub use crate::fcgi::record::Role;
@@ -359,9 +360,6 @@ impl Write for StderrHandle {
     }
 }
 
-/// Bytes of the header block kept to log the status.
-const SNIFF: usize = 1024;
-
 /// Size at which buffered stdout is sent without waiting for a flush.
 const STDOUT_BUFFER: usize = 32 * 1024;
 
@@ -375,9 +373,9 @@ pub struct Response {
     buf: Vec<u8>,
     written: u64,
     aborted: Arc<AtomicBool>,
-    /// The first bytes sent (the rest of the first [`SNIFF`] bytes
-    /// written is in `buf`), kept to log the status.
-    sniff: Vec<u8>,
+    /// The header block as far as the bytes already sent tell (the rest
+    /// is in `buf`), for the status.
+    sent: Sent,
 }
 
 impl Response {
@@ -399,36 +397,47 @@ impl Response {
             buf,
             written: 0,
             aborted,
-            sniff: Vec::new(),
+            sent: Sent::Partial(Vec::new()),
         }
     }
 
     /// The status the header block written so far gives; None if it is
-    /// not complete or not valid, or not within the first [`SNIFF`] bytes.
+    /// not complete or not valid.
     pub(crate) fn status(&self) -> Option<u16> {
-        let first = if self.sniff.is_empty() {
-            &self.buf[..self.buf.len().min(SNIFF)]
-        } else if self.sniff.len() == SNIFF {
-            &self.sniff[..]
-        } else {
-            let more = (SNIFF - self.sniff.len()).min(self.buf.len());
-            &[&self.sniff[..], &self.buf[..more]].concat()
-        };
-        match crate::cgi::response::parse_head(first) {
-            Ok(Status::Complete(head, _)) => Some(head.status),
-            _ => None,
+        match &self.sent {
+            Sent::Known(status) => *status,
+            Sent::Partial(start) if start.is_empty() => {
+                head_status(&self.buf).flatten()
+            }
+            Sent::Partial(start) => {
+                let more = self.buf.len().min(MAX_HEAD + 1 - start.len());
+                head_status(&[&start[..], &self.buf[..more]].concat())
+                    .flatten()
+            }
         }
     }
 
-    /// Sends `data` as stdout, keeping the first bytes sent in `sniff`.
+    /// Sends `data` as stdout, noting what it tells of the header block.
     fn send(
         out: &mut dyn Output,
-        sniff: &mut Vec<u8>,
+        sent: &mut Sent,
         data: &[u8],
     ) -> io::Result<()> {
-        if sniff.len() < SNIFF {
-            let n = data.len().min(SNIFF - sniff.len());
-            sniff.extend_from_slice(&data[..n]);
+        if let Sent::Partial(start) = sent {
+            let known = if start.is_empty() {
+                head_status(data)
+            } else {
+                let n = data.len().min(MAX_HEAD + 1 - start.len());
+                start.extend_from_slice(&data[..n]);
+                head_status(start)
+            };
+            match known {
+                Some(status) => *sent = Sent::Known(status),
+                None if start.is_empty() => {
+                    start.extend_from_slice(&data[..data.len().min(MAX_HEAD)])
+                }
+                None => {}
+            }
         }
         out.stdout(data)
     }
@@ -469,6 +478,25 @@ impl Response {
     }
 }
 
+/// What the bytes already sent tell of the header block.
+enum Sent {
+    /// Its start (empty before anything is sent): not complete yet.
+    Partial(Vec<u8>),
+    /// It ended, or proved invalid, within them: its status if valid.
+    Known(Option<u16>),
+}
+
+/// The status of the header block at the start of `b`: Some(Some) if it
+/// is complete, Some(None) if it is not a valid one (or not within
+/// [`MAX_HEAD`] bytes), None if more bytes could still complete it.
+fn head_status(b: &[u8]) -> Option<Option<u16>> {
+    match crate::cgi::response::parse_head(b) {
+        Ok(Status::Complete(head, _)) => Some(Some(head.status)),
+        Ok(Status::Partial) if b.len() <= MAX_HEAD => None,
+        _ => Some(None),
+    }
+}
+
 impl Write for Response {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.is_aborted() {
@@ -478,7 +506,7 @@ impl Write for Response {
         if self.buf.len() + data.len() > STDOUT_BUFFER {
             self.flush()?;
             if data.len() >= STDOUT_BUFFER {
-                Response::send(&mut *self.out, &mut self.sniff, data)?;
+                Response::send(&mut *self.out, &mut self.sent, data)?;
                 return Ok(data.len());
             }
         }
@@ -491,7 +519,7 @@ impl Write for Response {
             return Err(Self::aborted_error());
         }
         if !self.buf.is_empty() {
-            let r = Response::send(&mut *self.out, &mut self.sniff, &self.buf);
+            let r = Response::send(&mut *self.out, &mut self.sent, &self.buf);
             self.buf.clear();
             r?;
         }
@@ -593,8 +621,8 @@ mod tests {
     fn the_status_is_read_from_the_head_buffered_sent_or_split() {
         let head =
             b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\n";
-        // More buffered than the sniff has room for.
-        let long_tail = [&head[10..], &[b'x'; 2 * SNIFF][..]].concat();
+        // A long body after the head, all buffered.
+        let long_tail = [&head[10..], &[b'x'; 5000][..]].concat();
         // (bytes written then flushed, bytes written after, status)
         let table: &[(&[u8], &[u8], Option<u16>)] = &[
             (b"", head, Some(404)),
@@ -615,17 +643,22 @@ mod tests {
     }
 
     #[test]
-    fn a_head_beyond_the_first_sniffed_bytes_gives_no_status() {
-        let mut long = b"X-Pad: ".to_vec();
-        long.resize(SNIFF + 10, b'a');
-        long.extend_from_slice(b"\r\nStatus: 404 Not Found\r\n\r\n");
-        for flush in [false, true] {
-            let mut r = response();
-            r.write_all(&long).expect("write");
-            if flush {
-                r.flush().expect("flush");
+    fn a_long_head_gives_its_status_up_to_the_cgi_limit() {
+        // (padding header length, status wanted), buffered and flushed.
+        let table: &[(usize, Option<u16>)] =
+            &[(1500, Some(404)), (40_000, Some(404)), (MAX_HEAD, None)];
+        for &(pad, want) in table {
+            let mut head = b"X-Pad: ".to_vec();
+            head.resize(pad, b'a');
+            head.extend_from_slice(b"\r\nStatus: 404 Not Found\r\n\r\nbody");
+            for flush in [false, true] {
+                let mut r = response();
+                r.write_all(&head).expect("write");
+                if flush {
+                    r.flush().expect("flush");
+                }
+                assert_eq!(r.status(), want, "pad {pad}, flushed: {flush}");
             }
-            assert_eq!(r.status(), None, "flushed: {flush}");
         }
     }
 }

@@ -540,6 +540,23 @@ fn request_redirect_exits_0() {
     r.expect_status(302);
 }
 
+#[test]
+fn request_with_a_header_block_over_1_kib_exits_0() {
+    // A long Location (an OAuth redirect, say) makes a header block
+    // longer than 1 KiB; its status still decides the exit status.
+    let dir = TempDir::new();
+    let url = format!("https://example.org/cb?state={}", "s".repeat(1500));
+    let r = run(
+        &["--request", "GET /", "--", &fixture_str("location.cgi")],
+        Input::Null,
+        |c| {
+            c.env("LOCATION", &url).current_dir(dir.path());
+        },
+    );
+    r.expect_code(0);
+    r.expect_status(302);
+}
+
 /// The hand test runs the program "with the same environment and
 /// errors as the real thing" (DESIGN §7): no fd the launcher inherited
 /// reaches it either.
