@@ -9,8 +9,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A success this long after the last failure ends the episode; a
-/// success sooner (one fd freed at the fd limit, say) does not.
-pub const QUIET: Duration = Duration::from_secs(1);
+/// success sooner (one fd freed at the fd limit, say) does not, so
+/// traffic that keeps brushing the limit is one episode, not one per
+/// collision.
+pub const QUIET: Duration = Duration::from_secs(10);
 
 /// While failures go on, a reminder this often.
 pub const REMIND_EVERY: Duration = Duration::from_secs(60);
@@ -130,26 +132,29 @@ mod tests {
     }
 
     #[test]
-    fn logs_the_start_not_each_try_and_the_end_after_a_quiet_second() {
+    fn logs_the_start_not_each_try_and_the_end_after_quiet_seconds() {
         run(&[
             (0, None, None),
             (1000, Some("EMFILE"), failing("EMFILE")),
             (1100, Some("EMFILE"), None),
             (1200, Some("EMFILE"), None),
-            // One fd freed: a success amid failures is not the end.
+            // One fd freed: a success amid failures is not the end, nor
+            // is one after each collision at the limit, every 1.25 s.
             (1300, None, None),
             (1400, Some("EMFILE"), None),
-            (2000, None, None),
+            (2650, None, None),
+            (2700, Some("EMFILE"), None),
+            (12_000, None, None),
             (
-                2500,
+                12_800,
                 None,
                 Some(Report::Over {
-                    tries: 4,
-                    lasted: Duration::from_millis(400),
+                    tries: 5,
+                    lasted: Duration::from_millis(1700),
                 }),
             ),
-            (2600, None, None),
-            (3000, Some("EMFILE"), failing("EMFILE")),
+            (12_900, None, None),
+            (13_000, Some("EMFILE"), failing("EMFILE")),
         ]);
     }
 

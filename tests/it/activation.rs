@@ -667,11 +667,11 @@ fn inherited_socket_shut_down_by_its_other_owner_does_not_spin() {
 }
 
 #[test]
-fn out_of_file_descriptors_is_logged_once_and_ends_when_connections_close() {
+fn out_of_file_descriptors_is_logged_once_and_served_again_after() {
     // At its fd limit (EMFILE) accept fails until connections close: one
     // error line says so, not one per failed try, nor one each time a
-    // closed connection lets one more in; one line says it is over, once
-    // accepting has worked for a second.
+    // closed connection lets one more in. (When the end is logged: the
+    // tests of src/episode.rs.)
     let dir = TempDir::new();
     let path = dir.join("s");
     let addr = Addr::Unix(path.clone());
@@ -713,11 +713,7 @@ fn out_of_file_descriptors_is_logged_once_and_ends_when_connections_close() {
         srv.fail(&format!("{lines} lines about accepting, want 1"));
     }
     drop((first, held));
-    // Served again at once; said so once accepting has worked for 1 s.
     check_hello(&mut connect_srv(&srv, &addr), 1);
-    thread::sleep(Duration::from_millis(1100));
-    check_hello(&mut connect_srv(&srv, &addr), 1);
-    srv.expect_log_line(EXIT_TIMEOUT, &["works again", "failed tries"]);
     srv.assert_no_panic();
 }
 
