@@ -290,8 +290,11 @@ impl Handler for CgiProgram {
         let mut child = match self.spawn(&prog, &args, dir.as_deref(), env) {
             Ok(c) => c,
             Err(e) => {
+                let place = dir.as_ref().map_or(String::new(), |d| {
+                    format!(" (in {})", d.display())
+                });
                 log::error!(
-                    "cannot run {:?} (in {dir:?}): {e}; answered 502",
+                    "cannot run {:?}{place}: {e}; answered 502",
                     self.exe(&prog).display().to_string()
                 );
                 return error_page(
