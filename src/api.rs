@@ -406,14 +406,7 @@ impl Response {
     pub(crate) fn status(&self) -> Option<u16> {
         match &self.sent {
             Sent::Known(status) => *status,
-            Sent::Partial(start) if start.is_empty() => {
-                head_status(&self.buf).flatten()
-            }
-            Sent::Partial(start) => {
-                let more = self.buf.len().min(MAX_HEAD + 1 - start.len());
-                head_status(&[&start[..], &self.buf[..more]].concat())
-                    .flatten()
-            }
+            Sent::Partial(start) => head_status(start, &self.buf).flatten(),
         }
     }
 
@@ -424,19 +417,10 @@ impl Response {
         data: &[u8],
     ) -> io::Result<()> {
         if let Sent::Partial(start) = sent {
-            let known = if start.is_empty() {
-                head_status(data)
-            } else {
-                let n = data.len().min(MAX_HEAD + 1 - start.len());
-                start.extend_from_slice(&data[..n]);
-                head_status(start)
-            };
-            match known {
+            match head_status(start, data) {
                 Some(status) => *sent = Sent::Known(status),
-                None if start.is_empty() => {
-                    start.extend_from_slice(&data[..data.len().min(MAX_HEAD)])
-                }
-                None => {}
+                // Both fit in MAX_HEAD bytes (see `head_status`).
+                None => start.extend_from_slice(data),
             }
         }
         out.stdout(data)
@@ -486,10 +470,19 @@ enum Sent {
     Known(Option<u16>),
 }
 
-/// The status of the header block at the start of `b`: Some(Some) if it
-/// is complete, Some(None) if it is not a valid one (or not within
-/// [`MAX_HEAD`] bytes), None if more bytes could still complete it.
-fn head_status(b: &[u8]) -> Option<Option<u16>> {
+/// The status of the header block at the start of `start` then `more`:
+/// Some(Some) if it is complete, Some(None) if it is not a valid one (or
+/// not within [`MAX_HEAD`] bytes), None if more bytes could still complete
+/// it (so `start` and `more` together are at most [`MAX_HEAD`] bytes).
+fn head_status(start: &[u8], more: &[u8]) -> Option<Option<u16>> {
+    let joined;
+    let b = if start.is_empty() {
+        more
+    } else {
+        let n = more.len().min(MAX_HEAD + 1 - start.len());
+        joined = [start, &more[..n]].concat();
+        &joined[..]
+    };
     match crate::cgi::response::parse_head(b) {
         Ok(Status::Complete(head, _)) => Some(Some(head.status)),
         Ok(Status::Partial) if b.len() <= MAX_HEAD => None,
