@@ -57,7 +57,9 @@ pub struct ServerConfig {
     pub allow: Option<Vec<IpAddr>>,
 }
 
-/// How often idle waiters look for connections stalled mid-request.
+/// How often the main thread looks for connections stalled mid-request
+/// (see [`sweep`]); idle workers wake as often to choose again between
+/// accept duty and the epoll set.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// Pause after `accept` fails for a reason other than the connection
 /// (EMFILE, a shut-down socket...), so such a failure does not spin a
@@ -88,9 +90,16 @@ struct Entry {
     watched: bool,
 }
 
-/// A worker's linger state, for kicks (see [`linger`]).
+/// A worker's own state: its linger, for kicks (see [`linger`]), and
+/// whether it serves a request. A cache line (two, for CPUs that fetch
+/// lines in pairs) to itself: a worker writes it for every request, and
+/// in a line shared with others that would make every worker's cache
+/// miss it after another's write.
+#[repr(align(128))]
 struct Lane {
     state: AtomicU8,
+    /// Serving a request (counted for the log when stopping).
+    busy: AtomicBool,
     thread: OnceLock<sys::ThreadHandle>,
 }
 
@@ -124,7 +133,6 @@ struct Shared {
     stopping: AtomicBool,
     conns: AtomicUsize,
     listening_paused: AtomicBool,
-    busy: AtomicUsize,
     /// Workers waiting for an event.
     idle: AtomicUsize,
     /// Workers on accept duty (see [`take_duty`]).
@@ -137,7 +145,6 @@ struct Shared {
     /// Per listener: `accept` failing for a reason other than the
     /// connection (logged per episode, not per try).
     accept_failing: Vec<Episode>,
-    last_sweep: Mutex<Instant>,
     stop_write: OwnedFd,
 }
 
@@ -193,13 +200,13 @@ pub fn serve(
         stopping: AtomicBool::new(false),
         conns: AtomicUsize::new(0),
         listening_paused: AtomicBool::new(false),
-        busy: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
         duty: AtomicUsize::new(0),
         parked: AtomicUsize::new(0),
         lanes: (0..cfg.workers)
             .map(|_| Lane {
                 state: AtomicU8::new(FREE),
+                busy: AtomicBool::new(false),
                 thread: OnceLock::new(),
             })
             .collect(),
@@ -212,7 +219,6 @@ pub fn serve(
             })
             .collect(),
         accept_failing: (0..n_listeners).map(|_| Episode::default()).collect(),
-        last_sweep: Mutex::new(Instant::now()),
         stop_write,
         cfg,
     });
@@ -239,8 +245,14 @@ pub fn serve(
         sh.cfg.max_conns
     );
     // Stop signals read in one go: two of them (a double Ctrl-C) mean
-    // "at once".
+    // "at once". Meanwhile this thread sweeps out stalled connections,
+    // busy workers or not.
+    let mut last_sweep = Instant::now();
     let stops = loop {
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            sweep(&sh);
+        }
         if alive.load(Ordering::SeqCst) == 0 {
             return Err(Error::io(
                 "serving",
@@ -248,7 +260,7 @@ pub fn serve(
             ));
         }
         let n = signals
-            .wait(Duration::from_millis(500))
+            .wait(SWEEP_EVERY)
             .iter()
             .filter(|s| **s == Signal::Stop)
             .count();
@@ -265,7 +277,7 @@ pub fn serve(
             sh.handler.stop();
             log::warn!(
                 "{} requests still running after the {} s grace period; exiting",
-                sh.busy.load(Ordering::SeqCst),
+                busy(&sh),
                 sh.cfg.grace.as_secs()
             );
             return Ok(());
@@ -278,7 +290,7 @@ pub fn serve(
                 "stopping",
                 std::io::Error::other(format!(
                     "second signal: exiting at once with {} requests in flight",
-                    sh.busy.load(Ordering::SeqCst)
+                    busy(&sh)
                 )),
             ));
         }
@@ -292,7 +304,7 @@ pub fn serve(
 fn stop(sh: &Shared) {
     log::info!(
         "stopping: no new connections; {} requests in flight (grace {} s)",
-        sh.busy.load(Ordering::SeqCst),
+        busy(&sh),
         sh.cfg.grace.as_secs()
     );
     sh.stopping.store(true, Ordering::SeqCst);
@@ -325,6 +337,14 @@ fn stop(sh: &Shared) {
     }
 }
 
+/// Requests in service, for the log.
+fn busy(sh: &Shared) -> usize {
+    sh.lanes
+        .iter()
+        .filter(|l| l.busy.load(Ordering::Relaxed))
+        .count()
+}
+
 struct CountGuard<'a>(&'a AtomicUsize);
 
 impl Drop for CountGuard<'_> {
@@ -339,9 +359,6 @@ fn worker(sh: &Shared, me: usize) {
     }
     let _ = sh.lanes[me].thread.set(sys::this_thread());
     while !sh.stopping.load(Ordering::SeqCst) {
-        // Runs at most once per SWEEP_EVERY across all workers; called on
-        // every turn because trickling clients keep the workers busy.
-        sweep(sh);
         if take_duty(sh) {
             on_duty(sh, me);
             continue;
@@ -526,7 +543,7 @@ fn admit(
         Ok(s) => {
             if s.is_some() {
                 if let Some(Report::Over { tries, lasted }) =
-                    failing.succeeded(Instant::now())
+                    failing.succeeded(Instant::now)
                 {
                     log::warn!(
                         "accepting on {listener} works again, after {tries} failed tries in {:.1} s",
@@ -672,14 +689,14 @@ fn serve_conn(
             Ok(Progress::Request(head)) => {
                 entry.since = None;
                 entry.served += 1;
-                sh.busy.fetch_add(1, Ordering::SeqCst);
+                sh.lanes[me].busy.store(true, Ordering::Relaxed);
                 // The closing linger of a request reads with
                 // `read_within`, which a stale kick mark would cut short.
                 sys::forget_kick();
                 let keep = entry.conn.run(head, |req, resp| {
                     api::dispatch(&*sh.handler, req, resp)
                 });
-                sh.busy.fetch_sub(1, Ordering::SeqCst);
+                sh.lanes[me].busy.store(false, Ordering::Relaxed);
                 if !keep {
                     break "not to be kept";
                 }
@@ -1021,7 +1038,10 @@ fn close(sh: &Shared, slot: Option<usize>) {
         lock(&sh.free).push(i);
     }
     sh.conns.fetch_sub(1, Ordering::SeqCst);
-    if sh.listening_paused.swap(false, Ordering::SeqCst)
+    // Read before it is swapped: a swap would write the flag's cache line
+    // on every close.
+    if sh.listening_paused.load(Ordering::SeqCst)
+        && sh.listening_paused.swap(false, Ordering::SeqCst)
         && !sh.stopping.load(Ordering::SeqCst)
     {
         for i in 0..sh.listeners.len() {
@@ -1034,15 +1054,6 @@ fn close(sh: &Shared, slot: Option<usize>) {
 /// Closes parked connections whose request head has been arriving for
 /// longer than the I/O timeout (a client that trickles bytes).
 fn sweep(sh: &Shared) {
-    {
-        let Ok(mut last) = sh.last_sweep.try_lock() else {
-            return;
-        };
-        if last.elapsed() < SWEEP_EVERY {
-            return;
-        }
-        *last = Instant::now();
-    }
     let limit = sh.cfg.io_timeout;
     let mut expired = Vec::new();
     {

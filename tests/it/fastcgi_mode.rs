@@ -1113,6 +1113,58 @@ fn slow_clients_are_cut_off_and_others_served_meanwhile() {
     srv.assert_no_panic();
 }
 
+/// A connection whose request head stalls is closed after --io-timeout
+/// even while the only worker is busy with a slow request: the check
+/// does not wait for a worker to be free. A server that checked only
+/// between requests would close it after the slow one, 6 s in.
+#[test]
+fn a_stalled_head_is_closed_while_every_worker_is_busy() {
+    let srv =
+        Server::unix(&["--builtin", "echo", "-w", "1", "--io-timeout", "1"]);
+    // Half a request head: BEGIN_REQUEST and PARAMS that never end.
+    let mut stalled = srv.connect();
+    stalled.begin_responder(1);
+    stalled.send_record(fcgi::PARAMS, 1, &fcgi::nv_pairs(&[("A", "1")]));
+    let start = Instant::now();
+    thread::sleep(Duration::from_millis(200));
+    // The worker then serves a body that trickles in for 6 s: a byte
+    // every 300 ms, each well within the I/O timeout.
+    let mut slow = srv.connect();
+    let slow_thread = thread::spawn(move || {
+        let body = b"twenty bytes of body";
+        let len = body.len().to_string();
+        slow.begin_responder(1);
+        slow.params(
+            1,
+            &[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", len.as_str())],
+        );
+        for b in body.chunks(1) {
+            slow.send_record(fcgi::STDIN, 1, b);
+            thread::sleep(Duration::from_millis(300));
+        }
+        slow.send_record(fcgi::STDIN, 1, b"");
+        let r = slow.read_response(1);
+        if let Some(d) = compare_bytes(&r.stdout, &echo_expected(body, true)) {
+            slow.fail(&format!("echo of the trickled body: {d}"));
+        }
+    });
+    let rest = stalled.expect_closed(Duration::from_secs(10));
+    let closed_after = start.elapsed();
+    slow_thread.join().expect("the slow request was served");
+    if !rest.is_empty() {
+        stalled
+            .fail(&format!("answer to a stalled head: {}", show(&rest, 300)));
+    }
+    if closed_after > Duration::from_millis(3500) {
+        srv.fail(&format!(
+            "the stalled head was closed {closed_after:?} after it began, \
+             with --io-timeout 1; the busy worker's request took 6 s"
+        ));
+    }
+    srv.expect_log_line(LOG_TIMEOUT, &["no complete request head"]);
+    srv.assert_no_panic();
+}
+
 /// Connections that never send a byte are closed after --io-timeout,
 /// so they cannot use up --max-conns for good.
 #[test]
