@@ -774,6 +774,18 @@ fn next_request(
     let (progress, kicked) = linger(sh, me, others_take_work, |may| {
         let fill = if may && quiet(sh, slot, entry) {
             Fill::Within(wait)
+        } else if entry.served == 0
+            && slot.is_none()
+            && sh.conns.load(Ordering::SeqCst) <= sh.cfg.workers
+        {
+            // A new connection whose first bytes are a moment behind its
+            // connect, no other worker to take new work, and no more
+            // connections than workers: most often another worker is
+            // just finishing its request. Waiting a moment is cheaper
+            // than parking (measured: `tests/bench/README.md`) and holds
+            // up the backlog at most BRIEF_WAIT. With more connections,
+            // the next in the backlog is more likely ready: park.
+            Fill::Within(BRIEF_WAIT)
         } else {
             Fill::Now
         };
