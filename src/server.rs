@@ -304,7 +304,7 @@ pub fn serve(
 fn stop(sh: &Shared) {
     log::info!(
         "stopping: no new connections; {} requests in flight (grace {} s)",
-        busy(&sh),
+        busy(sh),
         sh.cfg.grace.as_secs()
     );
     sh.stopping.store(true, Ordering::SeqCst);
