@@ -9,7 +9,8 @@
 //! bytes, then parks it again and goes back to waiting. A worker is
 //! therefore tied to a connection only while a request is in flight, or
 //! while it lingers in a read for the next request when another worker is
-//! idle (see `linger`): thousands of idle keep-alive connections cost a
+//! idle (see `linger`), or waits a moment (`BRIEF_WAIT`) for a new
+//! connection's first bytes: thousands of idle keep-alive connections cost a
 //! parked [`Conn`] each (its buffers freed), never a thread, and the only
 //! queue is the kernel's ready list. Letting the worker that is woken do
 //! the work itself, rather than a watcher thread passing it on, saves a
@@ -70,7 +71,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// gets work: see [`linger`]).
 const LINGER: Duration = Duration::from_secs(2);
 /// How long a worker waits for a kept connection's next request when
-/// there are more connections than workers (see [`worth_lingering`]).
+/// there are more connections than workers (see [`worth_lingering`]),
+/// and for a new connection's first bytes when no other worker takes new
+/// work (see [`next_request`]).
 const BRIEF_WAIT: Duration = Duration::from_millis(1);
 /// Token of the shutdown pipe.
 const STOP_TOKEN: u64 = u64::MAX;
@@ -259,8 +262,10 @@ pub fn serve(
                 std::io::Error::other("every worker thread stopped"),
             ));
         }
+        // Until the next sweep is due, not a whole period: another
+        // signal (SIGHUP) must not put it off.
         let n = signals
-            .wait(SWEEP_EVERY)
+            .wait(SWEEP_EVERY.saturating_sub(last_sweep.elapsed()))
             .iter()
             .filter(|s| **s == Signal::Stop)
             .count();
@@ -320,12 +325,14 @@ fn stop(sh: &Shared) {
     for lane in &sh.lanes {
         kick(lane);
     }
-    // Idle kept connections will get no more answers: close them now, so
-    // the web server opens a new one elsewhere instead of waiting.
+    // Parked connections will get no more answers (workers serve no new
+    // request once stopping), whether idle between requests or halfway
+    // through a request head: close them now, so the web server opens a
+    // new one elsewhere instead of waiting.
     let idle: Vec<usize> = lock(&sh.slots)
         .iter_mut()
         .enumerate()
-        .filter(|(_, s)| s.entry.as_ref().is_some_and(|e| e.since.is_none()))
+        .filter(|(_, s)| s.entry.is_some())
         .map(|(i, s)| {
             s.entry = None;
             sh.parked.fetch_sub(1, Ordering::SeqCst);
@@ -828,7 +835,9 @@ fn worth_lingering(sh: &Shared, entry: &Entry) -> bool {
 /// through epoll, often of a second thread.
 ///
 /// A worker lingers on a connection only while another worker waits for
-/// events or is on accept duty, so other work is still taken at once;
+/// events or is on accept duty, so other work is still taken at once
+/// (otherwise it waits at most [`BRIEF_WAIT`], and only for a new
+/// connection's first bytes);
 /// and the worker that takes it, if it was the last one waiting, kicks a
 /// lingering one ([`kick_one`]), whose read then ends (EINTR) and which
 /// parks its connection and goes back to waiting. The lane state is set

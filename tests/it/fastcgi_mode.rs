@@ -1126,7 +1126,7 @@ fn a_stalled_head_is_closed_while_every_worker_is_busy() {
     stalled.begin_responder(1);
     stalled.send_record(fcgi::PARAMS, 1, &fcgi::nv_pairs(&[("A", "1")]));
     let start = Instant::now();
-    thread::sleep(Duration::from_millis(200));
+    thread::sleep(Duration::from_millis(500));
     // The worker then serves a body that trickles in for 6 s: a byte
     // every 300 ms, each well within the I/O timeout.
     let mut slow = srv.connect();
@@ -1163,6 +1163,62 @@ fn a_stalled_head_is_closed_while_every_worker_is_busy() {
     }
     srv.expect_log_line(LOG_TIMEOUT, &["no complete request head"]);
     srv.assert_no_panic();
+}
+
+/// On SIGTERM a connection halfway through its request head is closed at
+/// once, as an idle kept one is: no worker will serve it any more. A
+/// request in flight meanwhile finishes within the grace period.
+#[test]
+fn stopping_closes_a_half_sent_head_at_once() {
+    let srv = Server::unix(&["--builtin", "echo", "-w", "2"]);
+    let mut stalled = srv.connect();
+    stalled.begin_responder(1);
+    stalled.send_record(fcgi::PARAMS, 1, &fcgi::nv_pairs(&[("A", "1")]));
+    thread::sleep(Duration::from_millis(500));
+    // A request whose body trickles in for 3 s keeps the server in its
+    // grace period.
+    let mut slow = srv.connect();
+    let body = b"ten bytes.";
+    let len = body.len().to_string();
+    slow.begin_responder(1);
+    slow.params(
+        1,
+        &[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", len.as_str())],
+    );
+    slow.send_record(fcgi::STDIN, 1, &body[..1]);
+    thread::sleep(Duration::from_millis(300));
+    srv.signal("TERM");
+    let signalled = Instant::now();
+    let slow_thread = thread::spawn(move || {
+        for b in body[1..].chunks(1) {
+            thread::sleep(Duration::from_millis(300));
+            slow.send_record(fcgi::STDIN, 1, b);
+        }
+        slow.send_record(fcgi::STDIN, 1, b"");
+        let r = slow.read_response(1);
+        if let Some(d) = compare_bytes(&r.stdout, &echo_expected(body, true)) {
+            slow.fail(&format!("echo during the grace period: {d}"));
+        }
+    });
+    let rest = stalled.expect_closed(Duration::from_secs(10));
+    let closed_after = signalled.elapsed();
+    slow_thread
+        .join()
+        .expect("the request in flight was served");
+    if !rest.is_empty() {
+        stalled.fail(&format!(
+            "answer to a half-sent head: {}",
+            show(&rest, 300)
+        ));
+    }
+    if closed_after > Duration::from_millis(1500) {
+        srv.fail(&format!(
+            "the half-sent head was closed {closed_after:?} after SIGTERM; \
+             the request in flight took 3 s more"
+        ));
+    }
+    let status = srv.expect_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}\n{}", srv.dump());
 }
 
 /// Connections that never send a byte are closed after --io-timeout,
