@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use crate::api::{self, Handler};
 use crate::episode::{Episode, Report};
 use crate::error::{Error, Result};
+use crate::fcgi;
 use crate::fcgi::conn::{Capacity, Conn, Fill, Limits, Progress};
 use crate::listen::{Listener, Stream};
 use crate::signals::{Signal, Signals};
@@ -382,7 +383,12 @@ fn worker(sh: &Shared, me: usize) {
         }
         let token = match waited {
             Ok(Some(t)) => t,
-            Ok(None) => continue,
+            Ok(None) => {
+                // Nothing to do for SWEEP_EVERY: keep no buffers for
+                // requests that may not come.
+                fcgi::release_spares();
+                continue;
+            }
             Err(e) => {
                 log::error!("waiting for connections: {e}");
                 thread::sleep(ACCEPT_BACKOFF);
@@ -507,6 +513,10 @@ fn on_duty(sh: &Shared, me: usize) {
         (left, idle)
     };
     let Some(stream) = stream else {
+        if !kicked {
+            // A whole LINGER without a connection: as an idle waiter.
+            fcgi::release_spares();
+        }
         return;
     };
     if idle == 0 && (left == 0 || kicked) {

@@ -10,5 +10,7 @@ pub mod conn;
 pub mod params;
 pub mod record;
 mod spares;
+
+pub(crate) use spares::release as release_spares;
 #[cfg(test)]
 mod test_rng;

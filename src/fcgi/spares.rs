@@ -76,6 +76,20 @@ pub(super) fn give<T>(
     });
 }
 
+/// Frees everything this thread keeps. For a worker that has had nothing
+/// to do for a while: a quiet server holds no buffers for requests that
+/// may not come (up to RX_KEPT receive buffers plus the others, a few
+/// hundred KiB per thread).
+pub fn release() {
+    with(|s| {
+        s.rx = Vec::new();
+        s.params = Vec::new();
+        s.index = Vec::new();
+        s.stdout = Vec::new();
+        s.records = Vec::new();
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +103,17 @@ mod tests {
         assert!(again.is_empty());
         assert!(again.capacity() >= 100);
         assert_eq!(take(|s| &mut s.stdout).capacity(), 0);
+    }
+
+    #[test]
+    fn release_frees_what_was_kept() {
+        give(Vec::<u8>::with_capacity(1000), |s| &mut s.params);
+        give(Vec::<u8>::with_capacity(1000), |s| &mut s.stdout);
+        with(|s| s.rx.push(Vec::with_capacity(1000)));
+        release();
+        assert_eq!(take(|s| &mut s.params).capacity(), 0);
+        assert_eq!(take(|s| &mut s.stdout).capacity(), 0);
+        assert_eq!(with(|s| s.rx.len()), Some(0));
     }
 
     #[test]
