@@ -82,13 +82,11 @@ impl Episode {
         None
     }
 
-    /// A try succeeded at `now()`, which is read only during an episode:
-    /// a success outside one costs one load.
-    pub fn succeeded(&self, now: impl FnOnce() -> Instant) -> Option<Report> {
+    /// A try succeeded at `now`.
+    pub fn succeeded(&self, now: Instant) -> Option<Report> {
         if !self.active.load(Ordering::Relaxed) {
             return None;
         }
-        let now = now();
         let mut state = self.lock();
         let s = state.as_ref()?;
         if now.saturating_duration_since(s.last_failure) < QUIET {
@@ -123,7 +121,7 @@ mod tests {
             let now = t0 + Duration::from_millis(*ms);
             let got = match error {
                 Some(error) => e.failed(now, error),
-                None => e.succeeded(|| now),
+                None => e.succeeded(now),
             };
             assert_eq!(&got, want, "step {i} at {ms} ms");
         }

@@ -94,16 +94,9 @@ struct Entry {
     watched: bool,
 }
 
-/// A worker's own state: its linger, for kicks (see [`linger`]), and
-/// whether it serves a request. A cache line (two, for CPUs that fetch
-/// lines in pairs) to itself: a worker writes it for every request, and
-/// in a line shared with others that would make every worker's cache
-/// miss it after another's write.
-#[repr(align(128))]
+/// A worker's linger state, for kicks (see [`linger`]).
 struct Lane {
     state: AtomicU8,
-    /// Serving a request (counted for the log when stopping).
-    busy: AtomicBool,
     thread: OnceLock<sys::ThreadHandle>,
 }
 
@@ -137,6 +130,7 @@ struct Shared {
     stopping: AtomicBool,
     conns: AtomicUsize,
     listening_paused: AtomicBool,
+    busy: AtomicUsize,
     /// Workers waiting for an event.
     idle: AtomicUsize,
     /// Workers on accept duty (see [`take_duty`]).
@@ -204,13 +198,13 @@ pub fn serve(
         stopping: AtomicBool::new(false),
         conns: AtomicUsize::new(0),
         listening_paused: AtomicBool::new(false),
+        busy: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
         duty: AtomicUsize::new(0),
         parked: AtomicUsize::new(0),
         lanes: (0..cfg.workers)
             .map(|_| Lane {
                 state: AtomicU8::new(FREE),
-                busy: AtomicBool::new(false),
                 thread: OnceLock::new(),
             })
             .collect(),
@@ -283,7 +277,7 @@ pub fn serve(
             sh.handler.stop();
             log::warn!(
                 "{} requests still running after the {} s grace period; exiting",
-                busy(&sh),
+                sh.busy.load(Ordering::SeqCst),
                 sh.cfg.grace.as_secs()
             );
             return Ok(());
@@ -296,7 +290,7 @@ pub fn serve(
                 "stopping",
                 std::io::Error::other(format!(
                     "second signal: exiting at once with {} requests in flight",
-                    busy(&sh)
+                    sh.busy.load(Ordering::SeqCst)
                 )),
             ));
         }
@@ -310,7 +304,7 @@ pub fn serve(
 fn stop(sh: &Shared) {
     log::info!(
         "stopping: no new connections; {} requests in flight (grace {} s)",
-        busy(sh),
+        sh.busy.load(Ordering::SeqCst),
         sh.cfg.grace.as_secs()
     );
     sh.stopping.store(true, Ordering::SeqCst);
@@ -343,14 +337,6 @@ fn stop(sh: &Shared) {
     for i in idle {
         close(sh, Some(i));
     }
-}
-
-/// Requests in service, for the log.
-fn busy(sh: &Shared) -> usize {
-    sh.lanes
-        .iter()
-        .filter(|l| l.busy.load(Ordering::Relaxed))
-        .count()
 }
 
 struct CountGuard<'a>(&'a AtomicUsize);
@@ -560,7 +546,7 @@ fn admit(
         Ok(s) => {
             if s.is_some() {
                 if let Some(Report::Over { tries, lasted }) =
-                    failing.succeeded(Instant::now)
+                    failing.succeeded(Instant::now())
                 {
                     log::warn!(
                         "accepting on {listener} works again, after {tries} failed tries in {:.1} s",
@@ -706,14 +692,14 @@ fn serve_conn(
             Ok(Progress::Request(head)) => {
                 entry.since = None;
                 entry.served += 1;
-                sh.lanes[me].busy.store(true, Ordering::Relaxed);
+                sh.busy.fetch_add(1, Ordering::SeqCst);
                 // The closing linger of a request reads with
                 // `read_within`, which a stale kick mark would cut short.
                 sys::forget_kick();
                 let keep = entry.conn.run(head, |req, resp| {
                     api::dispatch(&*sh.handler, req, resp)
                 });
-                sh.lanes[me].busy.store(false, Ordering::Relaxed);
+                sh.busy.fetch_sub(1, Ordering::SeqCst);
                 if !keep {
                     break "not to be kept";
                 }
@@ -1069,10 +1055,7 @@ fn close(sh: &Shared, slot: Option<usize>) {
         lock(&sh.free).push(i);
     }
     sh.conns.fetch_sub(1, Ordering::SeqCst);
-    // Read before it is swapped: a swap would write the flag's cache line
-    // on every close.
-    if sh.listening_paused.load(Ordering::SeqCst)
-        && sh.listening_paused.swap(false, Ordering::SeqCst)
+    if sh.listening_paused.swap(false, Ordering::SeqCst)
         && !sh.stopping.load(Ordering::SeqCst)
     {
         for i in 0..sh.listeners.len() {

@@ -80,7 +80,7 @@ pub(super) fn give<T>(
 /// to do for a while: a quiet server holds no buffers for requests that
 /// may not come (up to RX_KEPT receive buffers plus the others, a few
 /// hundred KiB per thread).
-pub fn release() {
+pub(crate) fn release() {
     with(|s| {
         s.rx = Vec::new();
         s.params = Vec::new();
