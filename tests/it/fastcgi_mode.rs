@@ -1113,6 +1113,39 @@ fn slow_clients_are_cut_off_and_others_served_meanwhile() {
     srv.assert_no_panic();
 }
 
+/// A connection that has sent BEGIN_REQUEST and part of its PARAMS, and
+/// sends nothing more.
+fn half_sent_head(srv: &Server) -> Conn {
+    let mut c = srv.connect();
+    c.begin_responder(1);
+    c.send_record(fcgi::PARAMS, 1, &fcgi::nv_pairs(&[("A", "1")]));
+    c
+}
+
+/// Sends the head of request 1, an `echo` POST of `body`.
+fn begin_echo_post(c: &mut Conn, body: &[u8]) {
+    let len = body.len().to_string();
+    c.begin_responder(1);
+    c.params(
+        1,
+        &[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", len.as_str())],
+    );
+}
+
+/// Sends `body` from byte `from` on, a byte every 300 ms, ends STDIN, and
+/// checks that request 1 echoes the whole body.
+fn trickle_echo(c: &mut Conn, body: &[u8], from: usize) {
+    for b in body[from..].chunks(1) {
+        thread::sleep(Duration::from_millis(300));
+        c.send_record(fcgi::STDIN, 1, b);
+    }
+    c.send_record(fcgi::STDIN, 1, b"");
+    let r = c.read_response(1);
+    if let Some(d) = compare_bytes(&r.stdout, &echo_expected(body, true)) {
+        c.fail(&format!("echo of a body sent a byte at a time: {d}"));
+    }
+}
+
 /// A connection whose request head stalls is closed after --io-timeout
 /// even while the only worker is busy with a slow request: the check
 /// does not wait for a worker to be free. A server that checked only
@@ -1121,10 +1154,7 @@ fn slow_clients_are_cut_off_and_others_served_meanwhile() {
 fn a_stalled_head_is_closed_while_every_worker_is_busy() {
     let srv =
         Server::unix(&["--builtin", "echo", "-w", "1", "--io-timeout", "1"]);
-    // Half a request head: BEGIN_REQUEST and PARAMS that never end.
-    let mut stalled = srv.connect();
-    stalled.begin_responder(1);
-    stalled.send_record(fcgi::PARAMS, 1, &fcgi::nv_pairs(&[("A", "1")]));
+    let mut stalled = half_sent_head(&srv);
     let start = Instant::now();
     thread::sleep(Duration::from_millis(500));
     // The worker then serves a body that trickles in for 6 s: a byte
@@ -1132,21 +1162,8 @@ fn a_stalled_head_is_closed_while_every_worker_is_busy() {
     let mut slow = srv.connect();
     let slow_thread = thread::spawn(move || {
         let body = b"twenty bytes of body";
-        let len = body.len().to_string();
-        slow.begin_responder(1);
-        slow.params(
-            1,
-            &[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", len.as_str())],
-        );
-        for b in body.chunks(1) {
-            slow.send_record(fcgi::STDIN, 1, b);
-            thread::sleep(Duration::from_millis(300));
-        }
-        slow.send_record(fcgi::STDIN, 1, b"");
-        let r = slow.read_response(1);
-        if let Some(d) = compare_bytes(&r.stdout, &echo_expected(body, true)) {
-            slow.fail(&format!("echo of the trickled body: {d}"));
-        }
+        begin_echo_post(&mut slow, body);
+        trickle_echo(&mut slow, body, 0);
     });
     let rest = stalled.expect_closed(Duration::from_secs(10));
     let closed_after = start.elapsed();
@@ -1171,35 +1188,18 @@ fn a_stalled_head_is_closed_while_every_worker_is_busy() {
 #[test]
 fn stopping_closes_a_half_sent_head_at_once() {
     let srv = Server::unix(&["--builtin", "echo", "-w", "2"]);
-    let mut stalled = srv.connect();
-    stalled.begin_responder(1);
-    stalled.send_record(fcgi::PARAMS, 1, &fcgi::nv_pairs(&[("A", "1")]));
+    let mut stalled = half_sent_head(&srv);
     thread::sleep(Duration::from_millis(500));
     // A request whose body trickles in for 3 s keeps the server in its
     // grace period.
     let mut slow = srv.connect();
     let body = b"ten bytes.";
-    let len = body.len().to_string();
-    slow.begin_responder(1);
-    slow.params(
-        1,
-        &[("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", len.as_str())],
-    );
+    begin_echo_post(&mut slow, body);
     slow.send_record(fcgi::STDIN, 1, &body[..1]);
     thread::sleep(Duration::from_millis(300));
     srv.signal("TERM");
     let signalled = Instant::now();
-    let slow_thread = thread::spawn(move || {
-        for b in body[1..].chunks(1) {
-            thread::sleep(Duration::from_millis(300));
-            slow.send_record(fcgi::STDIN, 1, b);
-        }
-        slow.send_record(fcgi::STDIN, 1, b"");
-        let r = slow.read_response(1);
-        if let Some(d) = compare_bytes(&r.stdout, &echo_expected(body, true)) {
-            slow.fail(&format!("echo during the grace period: {d}"));
-        }
-    });
+    let slow_thread = thread::spawn(move || trickle_echo(&mut slow, body, 1));
     let rest = stalled.expect_closed(Duration::from_secs(10));
     let closed_after = signalled.elapsed();
     slow_thread
