@@ -20,8 +20,9 @@
 #   bash tests/bench/hello.sh
 #
 # Settings (environment):
-#   THREADS=N        worker threads of fcgi-launch and libfcgi (default: the
-#                    number of cores)
+#   THREADS=N        worker threads of fcgi-launch and libfcgi (default:
+#                    fcgi-launch's own default, two per core, at least 2,
+#                    so that fcgi-launch is measured as shipped)
 #   ROUNDS=N         rounds per cell (default 5)
 #   RUN_SECONDS=S    length of one run (default 2)
 #   CONNS="1 16"     connection counts of the cells
@@ -38,7 +39,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-THREADS=${THREADS:-$(nproc 2>/dev/null || echo 2)}
+# fcgi-launch's default --workers (see default_workers in src/launch.rs).
+cores=$(nproc 2>/dev/null || echo 1)
+THREADS=${THREADS:-$((cores * 2 > 2 ? cores * 2 : 2))}
 ROUNDS=${ROUNDS:-5}
 RUN_SECONDS=${RUN_SECONDS:-2}
 CONNS=${CONNS:-"1 16"}
