@@ -21,8 +21,8 @@
 #
 # Settings (environment):
 #   THREADS=N        worker threads of fcgi-launch and libfcgi (default:
-#                    fcgi-launch's own default, two per core, at least 2,
-#                    so that fcgi-launch is measured as shipped)
+#                    fcgi-launch's own default, two per CPU the servers may
+#                    run on, at least 2: fcgi-launch as shipped)
 #   ROUNDS=N         rounds per cell (default 5)
 #   RUN_SECONDS=S    length of one run (default 2)
 #   CONNS="1 16"     connection counts of the cells
@@ -39,15 +39,21 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-# fcgi-launch's default --workers (see default_workers in src/launch.rs).
-cores=$(nproc 2>/dev/null || echo 1)
-THREADS=${THREADS:-$((cores * 2 > 2 ? cores * 2 : 2))}
+PIN=${PIN:-0}
+# fcgi-launch's default --workers: two per CPU it may run on, at least 2
+# (default_workers in src/launch.rs; unlike Rust's available_parallelism,
+# nproc does not count cgroup CPU quotas). PIN=1 leaves the servers every
+# CPU but the first.
+cpus=$(nproc 2>/dev/null || echo 1)
+if [[ $PIN == 1 ]]; then
+    cpus=$((cpus - 1))
+fi
+THREADS=${THREADS:-$((cpus * 2 > 2 ? cpus * 2 : 2))}
 ROUNDS=${ROUNDS:-5}
 RUN_SECONDS=${RUN_SECONDS:-2}
 CONNS=${CONNS:-"1 16"}
 SERVERS=${SERVERS:-"fcgi-launch libfcgi limit"}
 STRICT=${STRICT:-0}
-PIN=${PIN:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 
 die() { echo "hello.sh: $*" >&2; exit 1; }
