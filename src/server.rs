@@ -324,7 +324,7 @@ fn stop(sh: &Shared) {
     // request once stopping), whether idle between requests or halfway
     // through a request head: close them now, so the web server opens a
     // new one elsewhere instead of waiting.
-    let idle: Vec<usize> = lock(&sh.slots)
+    let parked: Vec<usize> = lock(&sh.slots)
         .iter_mut()
         .enumerate()
         .filter(|(_, s)| s.entry.is_some())
@@ -334,7 +334,7 @@ fn stop(sh: &Shared) {
             i
         })
         .collect();
-    for i in idle {
+    for i in parked {
         close(sh, Some(i));
     }
 }

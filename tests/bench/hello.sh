@@ -90,11 +90,11 @@ fi
 
 client_pin=() server_pin=()
 if [[ $PIN == 1 ]]; then
-    ncpu=$(nproc)
     command -v taskset >/dev/null 2>&1 || die "PIN=1 needs taskset (apt-get install -y util-linux)"
-    ((ncpu >= 2)) || die "PIN=1 needs at least 2 cores"
+    # cpus: the CPUs left to the servers (see THREADS above).
+    ((cpus >= 1)) || die "PIN=1 needs at least 2 cores"
     client_pin=(taskset -c 0)
-    server_pin=(taskset -c "1-$((ncpu - 1))")
+    server_pin=(taskset -c "1-$cpus")
 fi
 
 # --- temporary directory and cleanup -----------------------------------------
